@@ -98,7 +98,7 @@ def machine_info() -> dict[str, Any]:
 
 def versions() -> dict[str, str | None]:
     """The versions safealign itself records in a run directory (`versions.json`)."""
-    from safealign.runs import package_versions
+    from safealign.rundir import package_versions
 
     return package_versions()
 
@@ -239,11 +239,26 @@ def quiet_libraries() -> None:
         pass
 
 
+_SCRATCH: tempfile.TemporaryDirectory[str] | None = None
+
+
+def scratch(prefix: str = "bench-") -> str:
+    """A fresh directory for run outputs, removed when the process exits.
+
+    Benchmarks create many run directories (and an 80k-row JSONL file); none should outlive
+    the measurement or fill the disk of a shared machine.
+    """
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = tempfile.TemporaryDirectory(prefix="safealign-bench-")
+    return tempfile.mkdtemp(prefix=prefix, dir=_SCRATCH.name)
+
+
 def tiny_model_dir() -> Path:
     """Build (or find) the shipped `model=tiny` and return its directory, outside any timing."""
     from omegaconf import OmegaConf
 
-    from safealign.modeling import resolve_path
+    from safealign.tiny import resolve_path
 
     return Path(resolve_path(OmegaConf.load(REPO / "conf" / "model" / "tiny.yaml")))
 
@@ -271,11 +286,19 @@ def private_cache(model_dir: Path | None = None) -> Iterator[Path]:
 
 
 def compose(overrides: Sequence[str]) -> Any:
-    """The config `recipes/dpo.py` would run with these overrides (the tests' own composer)."""
-    sys.path.insert(0, str(REPO))
-    from tests.compose import compose_config
+    """The config `recipes/dpo.py` would run with these overrides (`safealign.cli.compose`)."""
+    from safealign.cli import compose as compose_config
 
     return compose_config("dpo", list(overrides))
+
+
+def dpo_args(overrides: Sequence[str]) -> Any:
+    """The checked settings and the DPOConfig that `recipes/dpo.py` trains with for these overrides."""
+    from safealign.settings import parse_train
+    from safealign.trainer import dpo_config
+
+    s = parse_train(compose(overrides))
+    return s, dpo_config(s.train, scratch("bench-"), s.run.precompute_ref)
 
 
 # ---------------------------------------------------------------- command line and output

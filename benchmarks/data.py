@@ -18,9 +18,7 @@ minutes. `--tokenize all` tokenizes every objective's pairs as well (about 4x lo
 
 from __future__ import annotations
 
-import tempfile
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +32,17 @@ def tokenizer_and_args(num_proc: int | None) -> tuple[Any, Any]:
     """The tiny model's tokenizer and the DPOConfig that the default recipe trains with."""
     from transformers import AutoTokenizer
 
-    from safealign import config
-
     tokenizer = AutoTokenizer.from_pretrained(common.tiny_model_dir())
     extra = [f"+train.dataset_num_proc={num_proc}"] if num_proc else []
-    settings = config.check(common.compose(["train.report_to=[]", *extra]), tempfile.mkdtemp(prefix="bench-data-"))
-    return tokenizer, settings.dpo
+    return tokenizer, common.dpo_args(["train.report_to=[]", *extra])[1]
 
 
 def trl_tokenize(dataset: Any, tokenizer: Any, args: Any) -> Any:
-    """TRL's own preprocessing (add EOS, tokenize, drop over-long prompts), without building a trainer.
+    """TRL's own preprocessing (add EOS, tokenize, drop over-long prompts), without building a trainer:
+    exactly what `DPOTrainer.__init__` does (`safealign.trl_compat.prepare_dataset`)."""
+    from safealign.trl_compat import prepare_dataset
 
-    `_prepare_dataset` reads nothing of the trainer but `self._tokenizer`, so a stand-in is
-    enough and no model has to load; the work is exactly what `DPOTrainer.__init__` does.
-    """
-    from trl import DPOTrainer
-
-    return DPOTrainer._prepare_dataset(types.SimpleNamespace(_tokenizer=tokenizer), dataset, tokenizer, args, "train")
+    return prepare_dataset(dataset, tokenizer, args, "train")
 
 
 def load(path: Path) -> tuple[dict[str, Any], Any]:
@@ -64,9 +56,8 @@ def load(path: Path) -> tuple[dict[str, Any], Any]:
 
 def prepare(rows: Any, objective: str, tokenizer: Any, args: Any) -> dict[str, Any]:
     """Stages 2-4 for one objective: pairs (filters, objective, de-duplication), template, TRL tokenization."""
-    from safealign.pairs import Filters
+    from safealign.pairs import Filters, make_pairs
     from safealign.templates import to_dataset
-    from safealign.training import make_pairs
 
     out: dict[str, Any] = {}
     t = time.perf_counter()
@@ -114,7 +105,7 @@ def main() -> None:
     tokenize = set(objectives) if args.tokenize == "all" else set(args.tokenize.split(","))
     tokenizer, dpo_args = tokenizer_and_args(args.num_proc)
     t = time.perf_counter()
-    path = write_jsonl(generate_rows(args.rows, args.seed), Path(tempfile.mkdtemp(prefix="bench-data-")) / "rows.jsonl")
+    path = write_jsonl(generate_rows(args.rows, args.seed), Path(common.scratch(prefix="bench-data-")) / "rows.jsonl")
     setup_seconds = time.perf_counter() - t  # making the data is set-up, not part of any total
 
     runs = []

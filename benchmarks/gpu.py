@@ -8,7 +8,7 @@ model's (its ids all lie inside the 32000 vocabulary). Every pair is long enough
 + response fill `max_length` = 512 tokens, so a step trains exactly batch × 2 × 512 tokens.
 
 Each run is a fresh process (so its peak GPU memory is its own): safealign through
-`safealign.training.train` with the recipe's config, plain TRL as `benchmarks/overhead.py`
+`safealign.jobs.dpo.run` with the recipe's config, plain TRL as `benchmarks/overhead.py`
 writes it, with an identical DPOConfig; the two alternate. Reported: tokens/s over the steps
 after warm-up, the safealign/TRL ratio, and `torch.cuda.max_memory_allocated`.
 
@@ -116,7 +116,7 @@ def settings(a: argparse.Namespace) -> tuple[list[str], Any]:
         "train.save_strategy=no",
     ]
     theirs = overhead.plain_args(
-        tempfile.mkdtemp(prefix="bench-gpu-"),
+        common.scratch(prefix="bench-gpu-"),
         a.steps,
         max_length=SEQ_LEN,
         bf16=bf16,
@@ -182,7 +182,7 @@ def main() -> None:
         )
     common.quiet_libraries()
     started = time.perf_counter()
-    workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    workdir = a.workdir or Path(common.scratch("bench-gpu-"))
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_model(workdir, SMOKE if a.smoke else LLAMA_7B)
     data = write_rows(workdir, model_dir, n=max(64, a.batch_size * (a.steps + 2)))

@@ -1,6 +1,6 @@
 """Peak memory of a short training run for quant=nf4, int8 and none, and the model's own bytes as loaded.
 
-Each configuration trains a few steps through `safealign.training.train` (tiny model, LoRA,
+Each configuration trains a few steps through `safealign.jobs.dpo.run` (tiny model, LoRA,
 shipped sample) in a fresh child process, whose peak RSS `os.wait4` reports; with a GPU the
 child also reports `torch.cuda.max_memory_allocated`. A child that only imports the stack
 (torch, transformers, TRL, peft, bitsandbytes, safealign) gives the floor: on the tiny model
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ def child(config: str, steps: int) -> None:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    import safealign.training
+    import safealign.jobs.dpo
 
     if config != "imports":
         cfg = common.compose(
@@ -46,7 +45,7 @@ def child(config: str, steps: int) -> None:
                 "data.test_split=null",
             ]
         )
-        safealign.training.train(cfg, Path(tempfile.mkdtemp(prefix="bench-memory-")) / "run")
+        safealign.jobs.dpo.run(cfg, Path(common.scratch(prefix="bench-memory-")) / "run")
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     common.emit({"gpu_peak_bytes": gpu, "self_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
 
@@ -55,10 +54,10 @@ def model_bytes(quant: str) -> dict[str, Any]:
     """Bytes of the parameters and buffers of the base model as safealign loads it (no adapter)."""
     from omegaconf import OmegaConf
 
-    from safealign.config import PeftConfig
     from safealign.modeling import load_model
+    from safealign.settings import PeftConfig
 
-    loaded = load_model(OmegaConf.load(common.REPO / "conf" / "model" / "tiny.yaml"), quant, PeftConfig())
+    loaded = load_model(OmegaConf.load(common.REPO / "conf" / "model" / "tiny.yaml"), quant, PeftConfig("lora"))
     model = loaded.model
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())

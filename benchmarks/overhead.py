@@ -3,7 +3,7 @@
 Both sides train the shipped tiny Llama, 4-bit NF4 with LoRA (the default), on the same pairs
 (the shipped sample, beaver template) with the same DPOConfig:
 
-- safealign: `safealign.training.train(cfg, run_dir)`, the whole recipe pipeline (config
+- safealign: `safealign.jobs.dpo.run(cfg, run_dir)`, the whole recipe pipeline (config
   checks, MarginDPOTrainer, its callbacks), with a step-timing callback added to the trainer;
 - plain TRL: a script as a TRL user writes it: transformers + BitsAndBytesConfig, peft's
   `prepare_model_for_kbit_training` and LoraConfig, and `trl.DPOTrainer` on the same pairs.
@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import common
 
@@ -79,9 +77,7 @@ def plain_args(output_dir: str, steps: int, **changes: Any) -> Any:
 
 def check_same_config(ours: list[str], theirs: Any) -> None:
     """Refuse to compare unless safealign (`ours`: overrides) and plain TRL train with an identical DPOConfig."""
-    from safealign import config
-
-    a = config.check(common.compose(ours), tempfile.mkdtemp()).dpo.to_dict()
+    a = common.dpo_args(ours)[1].to_dict()
     b = theirs.to_dict()
     differ = {
         k: (a.get(k), b.get(k))
@@ -94,32 +90,23 @@ def check_same_config(ours: list[str], theirs: Any) -> None:
 
 def sample_dataset(objective: str) -> Any:
     """The pairs safealign trains on (shipped sample, default filters), as TRL's dataset without margins."""
-    from safealign import config
     from safealign.data.loading import load_split
+    from safealign.pairs import make_pairs
+    from safealign.settings import parse_train
     from safealign.templates import to_dataset
-    from safealign.training import make_pairs
 
-    s = config.check(common.compose([f"objective={objective}"]), tempfile.mkdtemp())
+    s = parse_train(common.compose([f"objective={objective}"]))
     pairs, _ = make_pairs(load_split(s.data, "train"), s.objective, s.options, s.filters)
     return to_dataset(pairs, "beaver", with_margin=False)
 
 
 def run_safealign(cfg_overrides: list[str], timer: Any) -> dict[str, Any]:
-    """One training run through `safealign.training.train`, with `timer` added to its trainer's callbacks."""
-    import safealign.trainer
-    from safealign.training import train
+    """One training run through the recipe's job (`safealign.jobs.dpo.run`), with `timer` among its callbacks."""
+    from safealign.jobs import dpo
 
-    base = safealign.trainer.MarginDPOTrainer
-
-    class Timed(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), timer]
-            super().__init__(*args, **kwargs)
-            timer.trainer = self
-
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-")) / "run"
-    with mock.patch.object(safealign.trainer, "MarginDPOTrainer", Timed), contextlib.redirect_stdout(io.StringIO()):
-        metrics = train(common.compose(cfg_overrides), run_dir)
+    run_dir = Path(common.scratch(prefix="bench-overhead-")) / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        metrics = dpo.run(common.compose(cfg_overrides), run_dir, callbacks=[timer])
     trainer = timer.trainer
     return {
         "global_step": metrics["global_step"],
@@ -169,7 +156,7 @@ def timed_run(side: str, ours: list[str], dataset: Any, model_dir: Path, args: A
     if side == "safealign":
         info = run_safealign(ours, timer)
     else:
-        info = run_plain(dataset, model_dir, plain_args(tempfile.mkdtemp(prefix="bench-overhead-"), args.steps), timer)
+        info = run_plain(dataset, model_dir, plain_args(common.scratch(prefix="bench-overhead-"), args.steps), timer)
     steps = timer.steps(args.warmup)
     return {**info, "step_seconds": steps, "mean": sum(steps) / len(steps)}
 
@@ -188,14 +175,14 @@ def main() -> None:
     run_plain(
         sample_dataset("helpful"),
         model_dir,
-        plain_args(tempfile.mkdtemp(prefix="bench-overhead-"), 3),
+        plain_args(common.scratch(prefix="bench-overhead-"), 3),
         common.step_timer(),
     )
     results: dict[str, Any] = {}
     rows = []
     for objective in args.objectives.split(","):
         ours = overrides(objective, args.steps)
-        check_same_config(ours, plain_args(tempfile.mkdtemp(), args.steps))
+        check_same_config(ours, plain_args(common.scratch("bench-"), args.steps))
         dataset = sample_dataset(objective)
         runs: dict[str, list[dict[str, Any]]] = {"safealign": [], "trl": []}
         for i in range(args.repeats):

@@ -10,7 +10,7 @@
 
 Each measurement runs in a fresh process with a private, empty $SAFEALIGN_CACHE (holding only
 a copy of the tiny model), so the cache holds exactly what the measurement put there, and no
-in-process cache of an earlier run can help. Times are whole jobs (`safealign.training.train`:
+in-process cache of an earlier run can help. Times are whole jobs (`safealign.jobs.dpo.run`:
 data, model, precompute pass, training, evaluation, saving the adapter), because the
 precompute pass runs before the training loop that `train_seconds` times; imports are not
 counted. The default recipe otherwise (multilevel, nf4 + LoRA, the shipped sample with its
@@ -22,7 +22,6 @@ test split), without TensorBoard or checkpoints.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ BETAS = (0.05, 0.1, 0.2)
 
 def job(precompute: bool, length: str, beta: float, run_dir: Path) -> dict[str, Any]:
     """One training job through safealign's pipeline, timed as a whole; `length` is a train.* override."""
-    from safealign.training import train
+    from safealign.jobs import dpo
 
     cfg = common.compose(
         [
@@ -46,7 +45,7 @@ def job(precompute: bool, length: str, beta: float, run_dir: Path) -> dict[str, 
         ]
     )
     start = time.perf_counter()
-    metrics = train(cfg, run_dir)
+    metrics = dpo.run(cfg, run_dir)
     return {
         "wall": time.perf_counter() - start,
         "train_seconds": metrics["train_seconds"],
@@ -58,9 +57,10 @@ def job(precompute: bool, length: str, beta: float, run_dir: Path) -> dict[str, 
 def child(mode: str, precompute: bool, length: str) -> None:
     """In a fresh process: one job (`single`) or the three-job sweep (`sweep`), emitted as JSON."""
     common.quiet_libraries()
-    import safealign.training  # noqa: F401  (imports are not part of a job's time)
+    import safealign.jobs.dpo
+    import safealign.trl_compat  # noqa: F401
 
-    root = Path(tempfile.mkdtemp(prefix="bench-precompute-"))
+    root = Path(common.scratch(prefix="bench-precompute-"))
     betas = BETAS if mode == "sweep" else (0.1,)
     jobs = [job(precompute, length, beta, root / f"run{i}") for i, beta in enumerate(betas)]
     common.emit({"wall": sum(j["wall"] for j in jobs), "loop": sum(j["train_seconds"] for j in jobs), "jobs": jobs})

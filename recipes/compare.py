@@ -4,19 +4,22 @@
 
 writes DIR/comparison.csv, DIR/comparison.md (one row per run), DIR/comparison.png (helpful vs
 harmless accuracy, with the Pareto front) and DIR/curves.png (training loss and reward accuracy).
+The job itself: src/safealign/jobs/compare.py.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import run_recipe
-from safealign.comparison import compare_job
+from safealign.cli import check_argv, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_recipe(compare_job, cfg)
+    from safealign.jobs import compare
+
+    run_recipe(compare.run, cfg)
 
 
 if __name__ == "__main__":
+    check_argv("compare")
     main()

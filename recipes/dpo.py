@@ -5,25 +5,24 @@
     python recipes/dpo.py -m objective=helpful,harmless,multilevel train.beta=0.05,0.1
 
 Each run writes its directory (Hydra's output dir): config.yaml, pair_report.json,
-metrics.json, adapter/, versions.json, data_fingerprint.json and status.json.
+metrics.json, adapter/, versions.json, data_fingerprint.json, status.json and eval.json.
+The job itself: src/safealign/jobs/dpo.py.
 """
-
-import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_overrides, run_recipe
-from safealign.training import select_metric, train
+from safealign.cli import check_argv, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="dpo", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    # The number a sweeper such as Optuna optimises (`metric=...`); None without one.
-    return run_recipe(lambda cfg, run_dir: select_metric(train(cfg, run_dir), cfg.metric), cfg)
+    from safealign.jobs import dpo
+
+    metrics = run_recipe(dpo.run, cfg, status=True)
+    return dpo.select_metric(metrics, cfg.metric)  # the number a sweeper such as Optuna optimises
 
 
 if __name__ == "__main__":
-    check_overrides(sys.argv[1:], Path(__file__).parent.parent / "conf", "dpo")
+    check_argv("dpo")
     main()

@@ -5,20 +5,22 @@
     python recipes/evaluate.py run_dir=DIR eval.data.path=FILE eval.max_pairs=200
     python recipes/evaluate.py run_dir=DIR eval.generate=true eval.judge.cost.path=MODEL
 
-See conf/eval/default.yaml for every key.
+See conf/eval/default.yaml for every key. The job itself: src/safealign/jobs/evaluate.py.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import run_recipe
-from safealign.evaluation import evaluate_job
+from safealign.cli import check_argv, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_recipe(evaluate_job, cfg)
+    from safealign.jobs import evaluate
+
+    run_recipe(evaluate.run, cfg)
 
 
 if __name__ == "__main__":
+    check_argv("evaluate")
     main()

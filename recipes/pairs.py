@@ -3,24 +3,23 @@
     python recipes/pairs.py data.path=FILE objective=NAME hydra.run.dir=DIR
 
 writes DIR/pairs.jsonl (prompt, chosen, rejected as raw dataset texts, margin) and
-DIR/pair_report.json (kept, dropped by reason, and breakdowns).
+DIR/pair_report.json (kept, dropped by reason, and breakdowns). No torch is imported.
+The job itself: src/safealign/jobs/pairs.py.
 """
-
-import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_overrides, run_recipe
-from safealign.training import export_pairs
+from safealign.cli import check_argv, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="pairs", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_recipe(export_pairs, cfg)
+    from safealign.jobs import pairs
+
+    run_recipe(pairs.run, cfg)
 
 
 if __name__ == "__main__":
-    check_overrides(sys.argv[1:], Path(__file__).parent.parent / "conf", "pairs")
+    check_argv("pairs")
     main()

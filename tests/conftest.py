@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,19 @@ def tiny_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_path(tiny_cfg, _cache) -> str:
-    from safealign.modeling import resolve_path
+    from safealign.tiny import resolve_path
 
     return resolve_path(tiny_cfg)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if anything reaches for the hub or opens a network connection."""
+    import datasets
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"network access attempted: {args} {kwargs}")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,13 +18,31 @@ import pytest
 import yaml
 
 from safealign import comparison
-from safealign.comparison import SweepError, compare, pareto_front
-from safealign.evaluation import DIMENSIONS, evaluate_path
-from tests.compose import CONF
-from tests.test_evaluation import SWEEP_OBJECTIVES, trained_sweep
+from safealign.comparison import compare, pareto_front
+from safealign.errors import SweepError
+from safealign.jobs.evaluate import evaluate_path
+from safealign.settings import DIMENSIONS
+from tests.test_evaluation import REPO, SWEEP_OBJECTIVES, eval_settings, trained_sweep
 
-REPO = CONF.parent
 PNG = b"\x89PNG\r\n\x1a\n"
+HEADER = ["run", "objective", "overrides", *(f"{d} acc / margin" for d in DIMENSIONS), "train loss", "time (s)",
+          "status"]  # fmt: skip
+
+
+def cells(line: str) -> list[str]:
+    """The stripped cells of one Markdown table line (an escaped `\\|` stays inside its cell)."""
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def md_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of the one Markdown table in `text` (pandas/tabulate pads the columns)."""
+    lines = text.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("|")]
+    assert at and at == list(range(at[0], at[-1] + 1)), "one contiguous table"
+    header, separator, *rows = (cells(lines[i]) for i in at)
+    assert len(separator) == len(header) and all(re.fullmatch(r":?-{3,}:?", c) for c in separator), separator
+    assert all(len(r) == len(header) for r in rows)
+    return header, rows
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +50,7 @@ def evaluated_sweep(tmp_path_factory) -> Path:
     """The shared sweep, copied, with every run evaluated on all held-out pairs of every dimension."""
     sweep = tmp_path_factory.mktemp("evaluated") / "sweep"
     shutil.copytree(trained_sweep(tmp_path_factory), sweep)
-    reports = evaluate_path(sweep, {"max_pairs": None})
+    reports = evaluate_path(sweep, eval_settings(max_pairs=None))
     assert len(reports) == len(SWEEP_OBJECTIVES)
     return sweep
 
@@ -40,6 +59,7 @@ def accuracies(run: Path) -> dict[str, float]:
     return {k: d["accuracy"] for k, d in json.loads((run / "eval.json").read_text())["dimensions"].items()}
 
 
+@pytest.mark.integration
 def test_each_objective_wins_its_own_dimension(evaluated_sweep):
     helpful, harmless = (accuracies(evaluated_sweep / str(SWEEP_OBJECTIVES.index(o))) for o in ("helpful", "harmless"))
     print("\nheld-out accuracy by dimension (helpful run / harmless run):")
@@ -52,6 +72,7 @@ def test_each_objective_wins_its_own_dimension(evaluated_sweep):
     assert harmless["safety_contrast"] > helpful["safety_contrast"]
 
 
+@pytest.mark.integration
 def test_compare_writes_table_plots_and_lists_every_run(evaluated_sweep, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(evaluated_sweep, sweep)
@@ -80,8 +101,21 @@ def test_compare_writes_table_plots_and_lists_every_run(evaluated_sweep, tmp_pat
     assert all(r["overrides"] == "" for r in rows)
 
     md = (sweep / "comparison.md").read_text()
-    assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 4 + 1  # header, 4 runs, the reference
-    assert "failed: DataError: no pairs left" in md and "not evaluated" in md and "(reference)" in md
+    header, table = md_table(md)
+    assert header == HEADER
+    assert [r[0] for r in table] == ["0", "1", "2", "3", "ref"]  # 4 runs, then the reference
+    assert [r[1] for r in table] == [*SWEEP_OBJECTIVES, "helpful", "harmless", "(reference)"]
+    assert [r[-1] for r in table] == ["done", "done", "failed: DataError: no pairs left",
+                                      "done, not evaluated (no eval.json)", "baseline"]  # fmt: skip
+    for r, run in zip(table[:2], ("0", "1"), strict=True):
+        dims = json.loads((sweep / run / "eval.json").read_text())["dimensions"]
+        assert r[3:-3] == [f"{dims[d]['accuracy']:.3f} / {dims[d]['margin']:.2f}" for d in DIMENSIONS]
+        assert float(r[-3]) > 0 and float(r[-2]) >= 0
+    assert table[2][3:-1] == ["-"] * (len(DIMENSIONS) + 2)  # the failed run: no numbers
+    assert table[3][3:-3] == ["-"] * len(DIMENSIONS) and float(table[3][-3]) > 0
+    reference = json.loads((sweep / "0" / "eval.json").read_text())["dimensions"]
+    assert table[4][3:-3] == [f"{reference[d]['reference_accuracy']:.3f}" for d in DIMENSIONS]
+    assert "ref: the reference model alone" in md
     for name in ("comparison.png", "curves.png"):
         data = (sweep / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000, name
@@ -141,12 +175,19 @@ def test_compare_recipe(fake_sweep, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), f"sweep_dir={fake_sweep}"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| run | objective |" in result.stdout
+    header, table = md_table(result.stdout)  # the comparison is printed too
+    assert header == HEADER and [r[0] for r in table] == ["0", "1", "2", "10", "ref"]
     for name in ("comparison.csv", "comparison.md", "comparison.png", "curves.png"):
         assert (fake_sweep / name).is_file(), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # nothing written outside the sweep
     md = (fake_sweep / "comparison.md").read_text()
-    assert "| 10 | multilevel | train.beta=0.05 |" in md and "interrupted" in md
+    assert md_table(md) == (header, table)
+    rows = {r[0]: r for r in table}
+    assert rows["10"][:3] == ["10", "multilevel", "train.beta=0.05"] and rows["10"][-1] == "interrupted"
+    assert rows["10"][3:-3] == ["-"] * len(DIMENSIONS)  # never evaluated
+    assert rows["0"][:4] == ["0", "helpful", "train.beta=0.1", "0.900 / 0.10"] and rows["0"][-1] == "done"
+    assert rows["2"][3:5] == ["0.650 / 0.10", "0.850 / 0.10"] and rows["2"][-3:] == ["0.500", "12", "done"]
+    assert rows["ref"][1:3] == ["(reference)", "-"] and rows["ref"][3:-3] == ["0.550"] * len(DIMENSIONS)
 
     bad = subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), f"sweep_dir={fake_sweep / '0'}"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip

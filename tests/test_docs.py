@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.compose import CONF
+from safealign.cli import CONF_DIR as CONF
 
 REPO = CONF.parent
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.compose import CONF
+from safealign.cli import CONF_DIR
 from tests.rows import make_row
 
-REPO = CONF.parent
+REPO = CONF_DIR.parent
 
 
 def cli(recipe: str, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:
@@ -102,7 +102,7 @@ CONFIG_CASES = [
     ("unknown-key", ["train.betta=0.1"], "train.betta: unknown config key", "Did you mean 'beta'"),
     ("unknown-group-choice", ["objective=multilvel"], "no such objective config", "Did you mean 'multilevel'"),
     ("added-unknown-key", ["+train.betta=0.1"], "train.betta: unknown config key", "Did you mean 'beta'"),
-    ("beta", ["train.beta=0"], "train.beta: expected a number > 0", ""),
+    ("beta", ["train.beta=0"], "train.beta: expected a finite number > 0, got 0", ""),
     ("gamma", ["objective.gamma=-1"], "objective.gamma: expected a value >= 0", ""),
     ("delta", ["objective=safedpo", "objective.delta=-1"], "objective.delta: expected a value >= 0", ""),
     ("loss-weights", ["train.loss_weights=[1,2]"], "train.loss_weights: 2 weights for 1 loss types", ""),
@@ -122,6 +122,7 @@ def test_bad_config_fails_before_anything_loads(args, message, hint, tmp_path, m
     assert not (tmp_path / "status.json").exists()  # nothing was started
 
 
+@pytest.mark.integration
 def test_prompts_longer_than_max_length_are_dropped_and_counted(tmp_path, monkeypatch, capsys):
     rows = [make_row((0, 2), 0, 0, prompt=f"Short {i}?") for i in range(6)]
     rows += [make_row((0, 2), 0, 0, prompt="long " * 200 + f"{i}?") for i in range(2)]
@@ -139,6 +140,7 @@ def test_prompts_longer_than_max_length_are_dropped_and_counted(tmp_path, monkey
     assert json.loads((tmp_path / "bad" / "status.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.integration
 def test_chat_template_needs_a_tokenizer_that_has_one(tiny_path, tmp_path, monkeypatch, capsys):
     model = tmp_path / "model"
     shutil.copytree(tiny_path, model)

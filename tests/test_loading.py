@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import string
 import tempfile
+import types
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safealign.config import DataConfig
 from safealign.data.loading import Rows, load_rows, load_split
 from safealign.data.paths import sample_path
-from safealign.data.schema import COLUMNS, HARM_CATEGORIES, V0_COLUMNS
+from safealign.data.schema import COLUMNS, HARM_CATEGORIES, V0_COLUMNS, is_blank
 from safealign.errors import ConfigError, DataError, SafealignError
 
 from .rows import make_row
@@ -49,6 +48,18 @@ DROP_REASONS = {f"invalid_{reason}" for reason in REASONS}
 
 
 # --------------------------------------------------------------------------- helpers
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "name": None, "config": None, "split": "train", "test_split": "test", "revision": None, "path": None,
+    "test_path": None, "on_invalid": "error", "verify_sha256": False, "filters": {},
+}  # fmt: skip
+
+
+def data_config(**overrides: Any) -> types.SimpleNamespace:
+    """A `data` config as `load_split` reads it (attributes only), whichever module defines the real one."""
+    unknown = set(overrides) - set(DATA_DEFAULTS)
+    assert not unknown, f"not a data config key: {unknown}"
+    return types.SimpleNamespace(**{**DATA_DEFAULTS, **overrides})
 
 
 def write_jsonl(path: Path, rows: list[Any], *, ensure_ascii: bool = True) -> Path:
@@ -74,18 +85,6 @@ def varied_rows() -> list[dict[str, Any]]:
         make_row(levels=(3, 0), better=0, safer=1, prompt="p2"),
         make_row(levels=(1, 2), better=1, safer=1, prompt="p3"),
     ]
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if anything reaches for the hub or opens a network connection."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"network access attempted: {args} {kwargs}")
-
-    monkeypatch.setattr(datasets, "load_dataset", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 class FakeHub:
@@ -607,7 +606,7 @@ def test_invalid_on_invalid_is_a_config_error(tmp_path: Path, value: Any) -> Non
     with pytest.raises(ConfigError, match="on_invalid"):
         load_rows(path, on_invalid=value)
     with pytest.raises(ConfigError, match="on_invalid"):
-        load_split(DataConfig(path=str(path), on_invalid=value))
+        load_split(data_config(path=str(path), on_invalid=value))
 
 
 # --------------------------------------------------------------------------- load_split
@@ -618,7 +617,7 @@ def test_load_split_local_file_and_test_path(tmp_path: Path) -> None:
     a, b, c, d = varied_rows()
     train = write_jsonl(tmp_path / "mine.jsonl", [a, b])
     test = write_parquet(tmp_path / "held_out.parquet", [c, d])
-    data = DataConfig(name="PKU-Alignment/PKU-SafeRLHF", path=str(train), test_path=str(test), verify_sha256=True)
+    data = data_config(name="PKU-Alignment/PKU-SafeRLHF", path=str(train), test_path=str(test), verify_sha256=True)
     assert load_split(data, "train").rows == [a, b]
     assert load_split(data, "test").rows == [c, d]
 
@@ -626,7 +625,7 @@ def test_load_split_local_file_and_test_path(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("no_network")
 def test_load_split_local_file_without_test_path_has_no_test_split(tmp_path: Path) -> None:
     a, b, _, _ = varied_rows()
-    data = DataConfig(name="PKU-Alignment/PKU-SafeRLHF", path=str(write_jsonl(tmp_path / "train.jsonl", [a, b])))
+    data = data_config(name="PKU-Alignment/PKU-SafeRLHF", path=str(write_jsonl(tmp_path / "train.jsonl", [a, b])))
     assert load_split(data, "train").rows == [a, b]
     assert load_split(data, "test") is None
 
@@ -636,10 +635,10 @@ def test_load_split_directory_with_split_named_files(tmp_path: Path) -> None:
     a, b, c, d = varied_rows()
     write_jsonl(tmp_path / "train.jsonl", [a, b])
     write_jsonl(tmp_path / "test.jsonl", [c, d])
-    data = DataConfig(path=str(tmp_path))
+    data = data_config(path=str(tmp_path))
     assert load_split(data, "train").rows == [a, b]
     assert load_split(data, "test").rows == [c, d]
-    assert load_split(DataConfig(path=str(tmp_path), test_split=None), "test") is None
+    assert load_split(data_config(path=str(tmp_path), test_split=None), "test") is None
 
 
 @pytest.mark.usefixtures("no_network")
@@ -647,7 +646,7 @@ def test_load_split_directory_with_custom_split_names(tmp_path: Path) -> None:
     a, b, c, d = varied_rows()
     write_jsonl(tmp_path / "dev.jsonl", [a])
     write_jsonl(tmp_path / "eval.jsonl", [b, c])
-    data = DataConfig(path=str(tmp_path), split="dev", test_split="eval")
+    data = data_config(path=str(tmp_path), split="dev", test_split="eval")
     assert load_split(data, "train").rows == [a]
     assert load_split(data, "test").rows == [b, c]
     assert d not in load_split(data, "test").rows
@@ -658,7 +657,7 @@ def test_load_split_directory_without_split_names(tmp_path: Path) -> None:
     a, b, c, _ = varied_rows()
     write_jsonl(tmp_path / "part-a.jsonl", [a])
     write_jsonl(tmp_path / "part-b.jsonl", [b, c])
-    data = DataConfig(path=str(tmp_path))
+    data = data_config(path=str(tmp_path))
     assert load_split(data, "train").rows == [a, b, c]
     assert load_split(data, "test") is None
 
@@ -666,7 +665,7 @@ def test_load_split_directory_without_split_names(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("no_network")
 def test_load_split_local_missing_path_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
-        load_split(DataConfig(name="PKU-Alignment/PKU-SafeRLHF", path=str(tmp_path / "missing.jsonl")), "train")
+        load_split(data_config(name="PKU-Alignment/PKU-SafeRLHF", path=str(tmp_path / "missing.jsonl")), "train")
 
 
 @pytest.mark.usefixtures("no_network")
@@ -675,31 +674,31 @@ def test_load_split_passes_on_invalid_and_verify_sha256(tmp_path: Path) -> None:
     bad = make_row(prompt="other")
     bad["response_0_sha256"] = "a" * 64
     path = str(write_jsonl(tmp_path / "data.jsonl", [good, bad]))
-    assert load_split(DataConfig(path=path), "train").rows == [good, bad]
+    assert load_split(data_config(path=path), "train").rows == [good, bad]
     with pytest.raises(DataError, match="sha256"):
-        load_split(DataConfig(path=path, verify_sha256=True), "train")
-    result = load_split(DataConfig(path=path, verify_sha256=True, on_invalid="drop"), "train")
+        load_split(data_config(path=path, verify_sha256=True), "train")
+    result = load_split(data_config(path=path, verify_sha256=True, on_invalid="drop"), "train")
     assert result.rows == [good]
     assert result.dropped == Counter({"invalid_sha256_mismatch": 1})
 
 
 @pytest.mark.usefixtures("no_network")
 def test_load_split_without_path_or_name_reads_the_shipped_sample() -> None:
-    data = DataConfig()
+    data = data_config()
     for which in ("train", "test"):
         result = load_split(data, which)
         lines = [line for line in Path(sample_path(f"{which}.jsonl")).read_text(encoding="utf-8").splitlines() if line]
         assert result.rows == [json.loads(line) for line in lines]
         assert result.dropped == Counter()
         assert result.v0 is False
-    assert load_split(DataConfig(verify_sha256=True), "train").dropped == Counter()
+    assert load_split(data_config(verify_sha256=True), "train").dropped == Counter()
 
 
 def test_load_split_from_the_hub_passes_name_config_split_revision(monkeypatch: pytest.MonkeyPatch) -> None:
     a, b, c, d = varied_rows()
     hub = FakeHub({"train": [a, b], "test_seen": [c, d]})
     monkeypatch.setattr(datasets, "load_dataset", hub)
-    data = DataConfig(name="PKU-Alignment/PKU-SafeRLHF", config="alpaca-7b", split="train", test_split="test_seen",
+    data = data_config(name="PKU-Alignment/PKU-SafeRLHF", config="alpaca-7b", split="train", test_split="test_seen",
                       revision="abc123", verify_sha256=True)  # fmt: skip
 
     train = load_split(data, "train")
@@ -720,7 +719,7 @@ def test_load_split_from_the_hub_passes_name_config_split_revision(monkeypatch: 
 def test_load_split_from_the_hub_without_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
     hub = FakeHub({"train": varied_rows()})
     monkeypatch.setattr(datasets, "load_dataset", hub)
-    data = DataConfig(name="PKU-Alignment/PKU-SafeRLHF", test_split=None)
+    data = data_config(name="PKU-Alignment/PKU-SafeRLHF", test_split=None)
     assert load_split(data, "test") is None
     assert hub.calls == []
 
@@ -729,13 +728,13 @@ def test_load_split_from_the_hub_validates_and_detects_v0(monkeypatch: pytest.Mo
     rows = [to_v0(r) for r in varied_rows()]
     bad = to_v0(make_row(levels=(0, 2), safer=1))
     monkeypatch.setattr(datasets, "load_dataset", FakeHub({"train": [*rows, bad]}))
-    data = DataConfig(name="PKU-Alignment/PKU-SafeRLHF-30K", revision="v0")
+    data = data_config(name="PKU-Alignment/PKU-SafeRLHF-30K", revision="v0")
     with pytest.raises(DataError) as info:
         load_split(data, "train")
     assert "PKU-Alignment/PKU-SafeRLHF-30K" in str(info.value)
     assert "row 5" in str(info.value)
     assert "'safer_response_id'" in str(info.value)
-    result = load_split(DataConfig(name="PKU-Alignment/PKU-SafeRLHF-30K", revision="v0", on_invalid="drop"), "train")
+    result = load_split(data_config(name="PKU-Alignment/PKU-SafeRLHF-30K", revision="v0", on_invalid="drop"), "train")
     assert result.v0 is True
     assert len(result.rows) == 4
     assert result.dropped == Counter({"invalid_label_contradiction": 1})
@@ -749,7 +748,7 @@ def test_load_split_hub_failure_tells_how_to_pass_a_local_path(
         raise error
 
     monkeypatch.setattr(datasets, "load_dataset", fail)
-    data = DataConfig(name="PKU-Alignment/PKU-SafeRLHF", config="default", split="train")
+    data = data_config(name="PKU-Alignment/PKU-SafeRLHF", config="default", split="train")
     with pytest.raises(DataError) as info:
         load_split(data, "train")
     message = str(info.value)
@@ -764,7 +763,7 @@ def test_load_split_hub_unknown_split_is_a_config_error(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(datasets, "load_dataset", fail)
     with pytest.raises(ConfigError, match="tran"):
-        load_split(DataConfig(name="PKU-Alignment/PKU-SafeRLHF", split="tran"), "train")
+        load_split(data_config(name="PKU-Alignment/PKU-SafeRLHF", split="tran"), "train")
 
 
 # --------------------------------------------------------------------------- the real sample
@@ -850,14 +849,14 @@ def test_hub_failure_suggestion_without_config_is_runnable(monkeypatch: pytest.M
 
     monkeypatch.setattr(datasets, "load_dataset", fail)
     with pytest.raises(DataError) as info:
-        load_split(DataConfig(name="PKU-Alignment/PKU-SafeRLHF", config=None), "train")
+        load_split(data_config(name="PKU-Alignment/PKU-SafeRLHF", config=None), "train")
     assert "data.path=" in str(info.value)
     assert "'None'" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- property test
 
-TEXT = st.text(min_size=1, max_size=12).filter(lambda s: s.strip() != "")
+TEXT = st.text(min_size=1, max_size=12).filter(lambda s: not is_blank(s))
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
 JSON_VALUES = st.recursive(
     JSON_SCALARS,

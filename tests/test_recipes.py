@@ -8,18 +8,20 @@ import subprocess
 import sys
 
 import pytest
-from safetensors.torch import load_file
 
-from safealign.training import train
-from tests.compose import CONF, compose_config
+from safealign.cli import CONF_DIR, compose
+from safealign.jobs.dpo import run as train
 
-REPO = CONF.parent
+REPO = CONF_DIR.parent
 FEW_STEPS = ["train.max_steps=3", "train.per_device_train_batch_size=4", "train.logging_steps=1"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_lora_trains(tmp_path, quant):
-    cfg = compose_config("dpo", [f"quant={quant}", *FEW_STEPS])
+    from safetensors.torch import load_file
+
+    cfg = compose("dpo", [f"quant={quant}", *FEW_STEPS])
     metrics = train(cfg, tmp_path)
 
     losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
@@ -41,12 +43,14 @@ def test_quantized_lora_trains(tmp_path, quant):
     assert report["train"]["kept"] > 200 and report["test"]["kept"] > 50
 
 
+@pytest.mark.integration
 def test_full_finetune_uses_an_explicit_reference(tmp_path):
-    metrics = train(compose_config("dpo", ["quant=none", "peft=none", "objective=helpful", *FEW_STEPS]), tmp_path)
+    metrics = train(compose("dpo", ["quant=none", "peft=none", "objective=helpful", *FEW_STEPS]), tmp_path)
     assert metrics["model"]["trainable_parameters"] == metrics["model"]["parameters"]
     assert (tmp_path / "adapter" / "model.safetensors").is_file()
 
 
+@pytest.mark.integration
 def test_sweep_runs_each_job_in_its_own_directory(tmp_path):
     cmd = [sys.executable, "recipes/dpo.py", "-m", "objective=helpful,harmless", "train.max_steps=2",
            "train.report_to=[]", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
@@ -61,9 +65,13 @@ def test_sweep_runs_each_job_in_its_own_directory(tmp_path):
 
 
 def test_config_error_exits_before_loading_a_model(tmp_path):
-    cmd = [sys.executable, "recipes/dpo.py", "train.beta=-1", f"hydra.run.dir={tmp_path}"]
+    cmd = [sys.executable, "-X", "importtime", "recipes/dpo.py", "train.beta=-1", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert "safealign: error: train.beta: expected a number > 0" in result.stderr
+    assert "safealign: error: train.beta: expected a finite number > 0, got -1" in result.stderr
     assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines}
+    assert "safealign.settings" in imported
+    assert not imported & {"torch", "transformers", "trl", "peft", "bitsandbytes"}  # not even torch was imported
     assert not (tmp_path / "status.json").exists()

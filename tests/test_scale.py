@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from safealign.training import train
-from tests.compose import CONF, compose_config
+from safealign.cli import compose
+from safealign.jobs.dpo import run as train
 
-REPO = CONF.parent
+REPO = Path(__file__).resolve().parents[1]
 FEW = ["train.max_steps=3", "train.per_device_train_batch_size=4", "train.report_to=[]"]
 
 
+@pytest.mark.integration
 def test_two_processes_over_gloo_write_one_run(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "conf/accelerate/cpu_gloo.yaml",
@@ -47,21 +49,28 @@ def test_cluster_and_search_configs_compose(extra):
             assert "metric: eval.eval_rewards/accuracies" in result.stdout
 
 
+@pytest.mark.integration
 def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
     # max_length=2 leaves no room for any prompt, so run 0 fails on its data; run 1 trains.
     cmd = [sys.executable, "recipes/dpo.py", "-m", "train.max_length=2,256", *FEW, f"hydra.sweep.dir={tmp_path}"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
     failed = json.loads((tmp_path / "0" / "status.json").read_text())
     assert failed["status"] == "failed" and "train.max_length=2" in failed["error"]
     assert json.loads((tmp_path / "1" / "status.json").read_text()) == {"status": "done"}
+    # The sweep went on to run 1, then ends with a summary and exits non-zero, naming the run that failed.
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    assert "1 of the sweep's runs did not finish" in output and "run 0: failed: DataError" in output
+    assert f"python recipes/compare.py sweep_dir={tmp_path}" in output
 
 
+@pytest.mark.integration
 def test_precomputed_reference_is_cached_and_shared(tmp_path):
-    live = train(compose_config("dpo", [*FEW, "quant=none"]), tmp_path / "live")
+    live = train(compose("dpo", [*FEW, "quant=none"]), tmp_path / "live")
     args = [*FEW, "quant=none", "train.precompute_ref=true"]
-    first = train(compose_config("dpo", args), tmp_path / "first")
-    second = train(compose_config("dpo", args), tmp_path / "second")  # a sweep's next run
+    first = train(compose("dpo", args), tmp_path / "first")
+    second = train(compose("dpo", args), tmp_path / "second")  # a sweep's next run
     assert live["ref_cache_hits"] == first["ref_cache_hits"] == []
     assert second["ref_cache_hits"] == ["train", "eval"]
     # Live, precomputed and cached reference log-probs all train the same model.

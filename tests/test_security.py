@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from safealign import modeling
+from safealign.cli import CONF_DIR as CONF
 from safealign.errors import SafealignError
-from tests.compose import CONF
 from tests.rows import make_row
 
 
@@ -33,6 +33,10 @@ def test_remote_code_is_off_unless_asked(monkeypatch, tiny_cfg):
         with pytest.raises(SafealignError, match="stop here"):
             modeling.load_model(cfg, "none", OmegaConf.create({"method": "lora"}))
         assert seen[-1] is trust
+        with pytest.raises(SafealignError, match="stop here"):  # the tokenizer given: the weights' own load
+            modeling.load_model(cfg, "none", OmegaConf.create({"method": "lora"}), tokenizer=object())
+        assert seen[-1] is trust
+    assert len(seen) == 4
 
 
 def test_shipped_configs_do_not_read_the_environment():

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from safealign.data.schema import HARM_CATEGORIES, MAX_SEVERITY
 from safealign.data.synthetic import (
     PROMPT_SOURCES,
     RESPONSE_SOURCES,
+    SAFE_OPENERS,
     SAMPLE_DIR,
     UNSAFE_OPENERS,
     generate_rows,
@@ -279,6 +281,43 @@ def test_shipped_files_match_generator(tmp_path):
     assert main(["--out", str(tmp_path)]) == 0
     for name in ("train", "test"):
         assert (tmp_path / f"{name}.jsonl").read_bytes() == (SAMPLE_DIR / f"{name}.jsonl").read_bytes()
+
+
+def _words() -> dict[str, Any]:
+    return json.loads(resources.files("safealign.data").joinpath("synthetic_words.json").read_text(encoding="utf-8"))
+
+
+def test_word_file_is_consistent():
+    """The text material is package data; a bad edit must fail here, not as subtly wrong rows.
+
+    A misspelt related category would add a 20th key to the harm-category dicts, too few steps
+    would silently shorten the numbered plans, and an opener on the wrong side of ``"Sure,"``
+    would break the safety cue.
+    """
+    words = _words()
+    assert list(words) == ["about", "prompts", "safe_responses", "unsafe_responses", "categories"]
+    assert list(words["categories"]) == list(HARM_CATEGORIES)
+    for name, material in words["categories"].items():
+        assert list(material) == ["topics", "hints", "steps", "alternatives"], name
+        assert material["topics"] and len(material["hints"]) >= 2 and len(material["alternatives"]) >= 2
+        assert len(material["steps"]) >= 4, name  # a detailed level-3 plan has four steps
+        for topic in material["topics"]:
+            assert set(topic["related"]) <= set(HARM_CATEGORIES) - {name}, topic
+            assert len(set(topic["related"])) == len(topic["related"]), topic
+    levels = [str(level) for level in range(1, MAX_SEVERITY + 1)]
+    unsafe = words["unsafe_responses"]
+    assert list(unsafe["openers_by_level"]) == levels and list(unsafe["closers_by_level"]) == levels
+    assert all(o.startswith("Sure,") for texts in unsafe["openers_by_level"].values() for o in texts)
+    assert all(o.startswith(REFUSAL_PREFIXES) for o in words["safe_responses"]["openers"])
+    assert all("{task}" in t and "{tail}" in t for t in words["prompts"]["templates"])
+
+
+def test_word_file_loaded_as_immutable_tables():
+    """JSON has only lists and string keys; the module turns them back into tuples and int levels."""
+    words = _words()
+    assert tuple(words["safe_responses"]["openers"]) == SAFE_OPENERS
+    assert {int(k): tuple(v) for k, v in words["unsafe_responses"]["openers_by_level"].items()} == UNSAFE_OPENERS
+    assert all(type(v) is tuple for v in UNSAFE_OPENERS.values())
 
 
 def test_fast_enough():

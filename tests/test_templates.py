@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
 
 from safealign.data.loading import load_rows
 from safealign.data.paths import sample_path
@@ -13,6 +12,8 @@ from safealign.templates import TEMPLATES, check_template, render_prompt, render
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_path):
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(tiny_path)
 
 
@@ -32,6 +33,7 @@ def tokens(tokenizer, template: str, prompt: str, response: str | None = None) -
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_prompt_tokens_are_a_prefix(tokenizer, texts, template):
     for prompt, response in texts:
@@ -47,7 +49,10 @@ def test_text_templates_render_as_documented():
     assert render_prompt("chat", "Hi?") == [{"role": "user", "content": "Hi?"}]
 
 
+@pytest.mark.integration
 def test_chat_needs_a_chat_template(tokenizer):
+    from transformers import AutoTokenizer
+
     check_template("chat", tokenizer)
     bare = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
     bare.chat_template = None

@@ -13,7 +13,9 @@ from trl import DPOConfig
 
 from safealign.objectives import Pair
 from safealign.templates import to_dataset
-from safealign.trainer import MarginDPOTrainer
+from safealign.trl_compat import MarginDPOTrainer
+
+pytestmark = pytest.mark.integration  # every test loads the tiny model
 
 BETA = 0.5
 PAIRS = [  # raw prompts: to_dataset(..., "beaver") renders them

@@ -1,23 +1,27 @@
-"""What the recipes share: run a job in Hydra's output directory and turn safealign errors into one line."""
+"""What the recipes share: compose configs, check overrides early, and turn safealign errors into one line.
+
+Light by design: importing this module (and calling `main`'s override check) loads Hydra
+and OmegaConf only, so `--help` and a config typo answer without importing torch.
+"""
 
 from __future__ import annotations
 
-import difflib
+import copy
+import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import SafealignError
 
 log = logging.getLogger("safealign")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's conf/ (pip install -e .)
 
 
 def run_stamp() -> str:
@@ -43,6 +47,36 @@ def run_stamp() -> str:
 OmegaConf.register_new_resolver("safealign_run_stamp", run_stamp, use_cache=True, replace=True)
 
 
+def compose(config_name: str = "dpo", overrides: Sequence[str] = (), conf_dir: str | Path | None = None) -> DictConfig:
+    """The config a recipe would see for `overrides`, composed in-process (for tests, benchmarks, notebooks).
+
+    Hydra composes the group choices (`objective=harmless`, cached: building the defaults
+    tree is what costs); plain key overrides (`train.beta=0.05`, `+train.x=1`, `~train.x`)
+    are then applied to a copy by Hydra's own override code, exactly as a full compose would.
+    """
+    conf = Path(conf_dir or CONF_DIR).resolve()
+    choices, keys = [], []
+    for override in overrides:  # group choices and top-level keys have no dot in their key
+        key = override.split("=", 1)[0].lstrip("+~")
+        (choices if "." not in key or key.startswith("hydra.") else keys).append(override)
+    cfg = copy.deepcopy(_compose_choices(config_name, tuple(choices), str(conf)))
+    if keys:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(keys), cfg)
+    return cfg
+
+
+@functools.lru_cache(maxsize=32)
+def _compose_choices(config_name: str, choices: tuple[str, ...], conf_dir: str) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(choices))
+
+
 def debug() -> bool:
     return os.environ.get("SAFEALIGN_DEBUG", "") not in ("", "0")
 
@@ -52,51 +86,30 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def check_overrides(argv: list[str], conf_dir: Path, config_name: str) -> None:
-    """Catch a misspelled group choice (`objective=multilvel`) or key (`train.betta=0.1`) before Hydra.
+def check_argv(config_name: str, argv: Sequence[str] | None = None) -> None:
+    """Before Hydra runs: a misspelled group choice or key exits with the closest valid name."""
+    from .settings.overrides import check_overrides
 
-    Hydra rejects both too, but without suggesting the closest valid name.
+    try:
+        check_overrides(sys.argv[1:] if argv is None else argv, CONF_DIR, config_name)
+    except SafealignError as err:
+        if debug():
+            raise
+        fail(str(err))
+
+
+def run_recipe(job: Callable[[DictConfig, Path], Any], cfg: DictConfig, status: bool = False) -> Any:
+    """Run `job(cfg, run_dir)` in Hydra's output directory. A SafealignError prints its message alone
+    and exits non-zero.
+
+    In a sweep (`-m`), a failed run is logged and the sweep goes on with the next run; with
+    `status` (training runs), a run that failed before it wrote a status of its own (a config
+    or data error) is marked failed with the error, so the sweep's summary and `compare.py`
+    list it. SAFEALIGN_DEBUG=1 shows the traceback instead.
     """
-    choices, keys = [], []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key.startswith(("hydra", "+", "~", "-")) or "," in value:
-            continue
-        if (conf_dir / key).is_dir():
-            options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
-            if value not in options:
-                fail(f"{key}={value}: no such {key} config. Valid: {', '.join(options)}.{_closest(value, options)}")
-            choices.append(arg)
-        elif "." in key:
-            keys.append(key)
-    if not keys:
-        return
-    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        node: Any = compose(config_name, overrides=choices)
-    for key in keys:
-        parent, here = node, []
-        for part in key.split("."):
-            if not isinstance(parent, DictConfig) or part not in parent:
-                where = ".".join(here) or "the config"
-                valid = list(parent.keys()) if isinstance(parent, DictConfig) else []
-                fail(f"{key}: unknown config key. Valid keys of {where}: {', '.join(map(str, valid))}."
-                     f"{_closest(part, valid)} (To add a new key, write +{key}=...)")  # fmt: skip
-            parent, here = parent[part], [*here, part]
-
-
-def _closest(name: str, options: list[Any]) -> str:
-    close = difflib.get_close_matches(name, [str(o) for o in options], n=1, cutoff=0.5)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
-def run_recipe(job: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
-    """Run `job(cfg, run_dir)`. A SafealignError prints its message alone and exits non-zero.
-
-    In a sweep (`-m`), a failed run is logged and recorded in its own directory, and the
-    sweep goes on with the next run. SAFEALIGN_DEBUG=1 shows the traceback instead.
-    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -107,7 +120,20 @@ def run_recipe(job: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
         stopped = getattr(err, "exit_code", 1) != 1  # Ctrl-C or SIGTERM: the user stops the whole sweep
         if hydra_cfg.mode == RunMode.MULTIRUN and not stopped:  # one failing run must not stop the sweep
             log.error("run %s failed: %s", run_dir, err, exc_info=not isinstance(err, SafealignError))
+            if status:
+                _record_failure(run_dir, cfg, err)
             return None
         if not isinstance(err, SafealignError):
             raise
         fail(str(err), getattr(err, "exit_code", 1))
+
+
+def _record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:
+    """Mark a sweep run failed, with its overrides, unless it holds a status it must keep (a finished
+    or a live run)."""
+    from .rundir import RunDir
+
+    run = RunDir(run_dir)
+    if run.state() in (None, "failed", "interrupted"):
+        run.write_hydra_files(cfg)
+        run.write_status("failed", error=f"{type(err).__name__}: {err}")

@@ -3,34 +3,23 @@
 Why: a sweep over objectives (`recipes/dpo.py -m objective=helpful,harmless,multilevel`) is
 only useful once its runs sit side by side on the same held-out dimensions (`eval.json`,
 written by `safealign.evaluation`). Runs that failed or were never evaluated are listed as
-such, never dropped, so a table with fewer good runs than expected says why.
+such, never dropped, so a table with fewer good runs than expected says why. Tables are
+pandas DataFrames (CSV, and Markdown through `tabulate`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
+from . import io
+from .rundir import RunDir, sweep_runs
+from .settings import DIMENSIONS
 
-from . import runs
-from .errors import ConfigError, SafealignError
-from .evaluation import DIMENSIONS
-
-log = logging.getLogger(__name__)
-
-
-class SweepError(SafealignError):
-    """A directory that holds no sweep of runs, explained in the message."""
+log = logging.getLogger("safealign")
 
 
 @dataclass
@@ -71,66 +60,37 @@ class RunSummary:
         return self.status
 
 
-def sweep_runs(sweep_dir: str | Path) -> list[Path]:
-    """The numbered run directories (`0`, `1`, ...) of a Hydra multirun directory, in number order.
-
-    Raises SweepError for a missing or empty directory, a single run, or one without runs.
-    """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise SweepError(
-            f"sweep_dir={sweep_dir}: no such directory; expected a sweep directory written by "
-            "`recipes/dpo.py -m ...` (numbered runs 0, 1, ...)"
-        )
-    found = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    if found:
-        return found
-    if (sweep_dir / "config.yaml").is_file() or (sweep_dir / "status.json").is_file():
-        raise SweepError(
-            f"sweep_dir={sweep_dir}: this is a single run directory, not a sweep; pass the sweep "
-            "directory that holds the numbered runs (0, 1, ...)"
-        )
-    if not any(sweep_dir.iterdir()):
-        raise SweepError(
-            f"sweep_dir={sweep_dir}: the directory is empty; expected the numbered runs (0, 1, ...) of "
-            "a sweep (`recipes/dpo.py -m ... hydra.sweep.dir=DIR`)"
-        )
-    raise SweepError(f"sweep_dir={sweep_dir}: not a sweep directory: no numbered run directories (0, 1, ...) in it")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def read_run(path: Path) -> RunSummary:
+def read_run(run: RunDir) -> RunSummary:
     """One run's status, objective, overrides, train metrics and eval.json, as far as they exist."""
-    status = runs.read_status(path) or {}
-    run = RunSummary(path.name, path, status.get("status", "unknown (no status.json)"), status.get("error"))
-    if (path / "config.yaml").is_file():
-        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        run.objective = (cfg.get("objective") or {}).get("name")
-    overrides = path / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        run.overrides = [str(o) for o in yaml.safe_load(overrides.read_text()) or []]
-    metrics = _read_json(path / "metrics.json") or {}
-    run.train_loss = (metrics.get("train") or {}).get("train_loss")
-    run.train_seconds = metrics.get("train_seconds")
-    run.global_step = metrics.get("global_step")
-    run.log_history = metrics.get("log_history") or []
-    run.evaluation = _read_json(path / "eval.json")
-    return run
+    status = run.status() or {}
+    summary = RunSummary(run.name, run.path, run.state() or "unknown (no status.json)", status.get("error"))
+    try:
+        cfg = run.saved_config() or {}
+    except (OSError, ValueError):
+        cfg = {}
+    summary.objective = (cfg.get("objective") or {}).get("name") if isinstance(cfg, dict) else None
+    try:
+        summary.overrides = run.overrides()
+    except (OSError, ValueError):
+        summary.overrides = []
+    if summary.objective is None:  # a run that failed before it saved its config
+        summary.objective = next((o.split("=", 1)[1] for o in summary.overrides if o.startswith("objective=")), None)
+    metrics = run.read_json(RunDir.METRICS) or {}
+    summary.train_loss = (metrics.get("train") or {}).get("train_loss")
+    summary.train_seconds = metrics.get("train_seconds")
+    summary.global_step = metrics.get("global_step")
+    summary.log_history = metrics.get("log_history") or []
+    summary.evaluation = run.read_json(RunDir.EVAL)
+    return summary
 
 
 def collect(sweep_dir: str | Path) -> list[RunSummary]:
     """Every run of the sweep, with `varied` set to the overrides whose value differs between runs."""
-    summaries = [read_run(p) for p in sweep_runs(sweep_dir)]
+    summaries = [read_run(run) for run in sweep_runs(sweep_dir)]
     values: dict[str, set[str | None]] = {}
     for run in summaries:
         given = {_override_key(o): o for o in run.overrides}
@@ -147,8 +107,10 @@ def collect(sweep_dir: str | Path) -> list[RunSummary]:
 # ----------------------------------------------------------------------------------------------
 
 
-def table_rows(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
+def table(summaries: Sequence[RunSummary]) -> Any:
     """One row per run: a column per dimension's accuracy and margin, the training loss and wall time."""
+    import pandas as pd
+
     rows = []
     for run in summaries:
         row: dict[str, Any] = {
@@ -163,23 +125,7 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
             row[f"{dim}_accuracy"] = run.accuracy(dim)
             row[f"{dim}_margin"] = run.margin(dim)
         rows.append(row)
-    return rows
-
-
-def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    return out.getvalue()
-
-
-def _cell(value: Any, digits: int) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value).replace("|", "\\|")
+    return pd.DataFrame(rows)
 
 
 def _reference_row(summaries: Sequence[RunSummary]) -> dict[str, float] | None:
@@ -195,44 +141,42 @@ def _reference_row(summaries: Sequence[RunSummary]) -> dict[str, float] | None:
     return seen[0]
 
 
-def to_markdown(summaries: Sequence[RunSummary], rows: Sequence[Mapping[str, Any]]) -> str:
+def _fmt(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|") or "-"
+
+
+def to_markdown(summaries: Sequence[RunSummary], df: Any) -> str:
     """The comparison as a Markdown table (accuracy / margin per dimension), with a legend."""
-    head = [
-        "run",
-        "objective",
-        "overrides",
-        *[f"{d} acc / margin" for d in DIMENSIONS],
-        "train loss",
-        "time (s)",
-        "status",
-    ]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] * 3 + ["---:"] * (len(DIMENSIONS) + 2) + ["---"]) + "|",
-    ]
-    for row in rows:
-        cells = [row["run"], _cell(row["objective"], 0), _cell(row["overrides"], 0) or "-"]
+    import pandas as pd
+
+    shown = []
+    for row in df.to_dict("records"):
+        cells = {"run": row["run"], "objective": _fmt(row["objective"], 0), "overrides": _fmt(row["overrides"], 0)}
         for d in DIMENSIONS:
             acc, margin = row[f"{d}_accuracy"], row[f"{d}_margin"]
-            cells.append("-" if acc is None else f"{acc:.3f} / {_cell(margin, 2)}")
-        cells += [_cell(row["train_loss"], 3), _cell(row["train_seconds"], 0), _cell(row["status"], 0)]
-        lines.append("| " + " | ".join(cells) + " |")
+            cells[f"{d} acc / margin"] = "-" if _fmt(acc, 3) == "-" else f"{acc:.3f} / {_fmt(margin, 2)}"
+        cells |= {"train loss": _fmt(row["train_loss"], 3), "time (s)": _fmt(row["train_seconds"], 0),
+                  "status": _fmt(row["status"], 0)}  # fmt: skip
+        shown.append(cells)
     reference = _reference_row(summaries)
     if reference:
-        cells = ["ref", "(reference)", "-", *[_cell(reference[d], 3) for d in DIMENSIONS], "-", "-", "baseline"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
+        shown.append({"run": "ref", "objective": "(reference)", "overrides": "-",
+                      **{f"{d} acc / margin": _fmt(reference[d], 3) for d in DIMENSIONS},
+                      "train loss": "-", "time (s)": "-", "status": "baseline"})  # fmt: skip
+    align = ["left"] * 3 + ["right"] * (len(DIMENSIONS) + 2) + ["left"]
+    text = pd.DataFrame(shown).to_markdown(index=False, colalign=align, disable_numparse=True)
+    legend = (
         "acc: held-out preference accuracy, the fraction of pairs whose implicit reward β·log(π/π_ref) is higher "
         "for the chosen response (ties count 1/2; 0.5 before training). margin: the mean reward margin "
         "(chosen − rejected)."
-        + (
-            " ref: the reference model alone, scoring responses by length-normalised log-likelihood."
-            if reference
-            else ""
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+        + (" ref: the reference model alone, scoring responses by length-normalised log-likelihood." if reference
+           else "")
+    )  # fmt: skip
+    return f"{text}\n\n{legend}\n"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,15 +191,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    """Write a PNG atomically: a temporary file in the same directory, then a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
 
 
 def plot_tradeoff(summaries: Sequence[RunSummary], path: Path) -> None:
@@ -328,15 +265,17 @@ def plot_curves(summaries: Sequence[RunSummary], path: Path) -> None:
 # Putting it together
 # ----------------------------------------------------------------------------------------------
 
+COMPARISON_FILES = ("comparison.csv", "comparison.md", "comparison.png", "curves.png")
+
 
 def compare(sweep_dir: str | Path) -> list[RunSummary]:
     """Write comparison.csv, comparison.md, comparison.png and curves.png in `sweep_dir`."""
     sweep_dir = Path(sweep_dir)
     summaries = collect(sweep_dir)
-    rows = table_rows(summaries)
-    runs.write_text(sweep_dir / "comparison.csv", to_csv(rows))
-    markdown = to_markdown(summaries, rows)
-    runs.write_text(sweep_dir / "comparison.md", markdown)
+    df = table(summaries)
+    io.write_text(sweep_dir / "comparison.csv", df.to_csv(index=False))
+    markdown = to_markdown(summaries, df)
+    io.write_text(sweep_dir / "comparison.md", markdown)
     plot_tradeoff(summaries, sweep_dir / "comparison.png")
     plot_curves(summaries, sweep_dir / "curves.png")
     for run in summaries:
@@ -344,10 +283,3 @@ def compare(sweep_dir: str | Path) -> list[RunSummary]:
             log.warning("run %s: %s", run.name, run.state)
     log.info("%s\n%s", sweep_dir, markdown)
     return summaries
-
-
-def compare_job(cfg: DictConfig, _output_dir: Path | None = None) -> list[RunSummary]:
-    """`recipes/compare.py`: compare the runs of `sweep_dir`."""
-    if OmegaConf.is_missing(cfg, "sweep_dir") or not cfg.get("sweep_dir"):
-        raise ConfigError("sweep_dir: missing; pass sweep_dir=DIR, a sweep directory (`recipes/dpo.py -m ...`)")
-    return compare(str(cfg.sweep_dir))

@@ -143,10 +143,6 @@ def bfpo(row: Row, *, b1: float = 3.0, b3: float = 0.5, alpha: float = 0.5) -> P
     return pair(row, chosen, target - 0.5)
 
 
-# Objectives whose pairs carry margins that only some loss types can use.
-REQUIRED_LOSS = {"bfpo": ["ipo"]}
-
-
 def identical(row: Row) -> bool:
     return row["response_0"].strip() == row["response_1"].strip()
 

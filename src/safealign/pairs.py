@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import objectives
 from .data.schema import HARM_CATEGORIES, MAX_SEVERITY
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, DataError, did_you_mean
+
+if TYPE_CHECKING:
+    from .data.loading import Rows
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class PairReport:
     by_safety: Counter = field(default_factory=Counter)
     by_severity_gap: Counter = field(default_factory=Counter)
     by_category: Counter = field(default_factory=Counter)
+    # Held-out split only: distinct prompts that the train split has too (evaluation on them is not held out).
+    prompts_in_train: int | None = None
 
     def count(self, row: Mapping[str, Any], p: objectives.Pair) -> None:
         c, r = p.chosen_id, 1 - p.chosen_id
@@ -99,6 +104,7 @@ class PairReport:
             "by_safety": dict(sorted(self.by_safety.items())),
             "by_severity_gap": {str(k): v for k, v in sorted(self.by_severity_gap.items())},
             "by_category": dict(sorted(self.by_category.items(), key=lambda kv: (-kv[1], kv[0]))),
+            **({} if self.prompts_in_train is None else {"prompts_in_train": self.prompts_in_train}),
         }
 
     def table(self) -> str:
@@ -147,3 +153,24 @@ def build_pairs(
                 continue
         report.dropped[reason] += 1
     return pairs, report
+
+
+def make_pairs(
+    rows: Rows, objective: str, options: Mapping[str, Any], filters: Filters
+) -> tuple[list[objectives.Pair], PairReport]:
+    """Pairs from loaded rows; an empty result is an error that says where every row went."""
+    pairs, report = build_pairs(rows.rows, objective, options, filters, dropped=rows.dropped)
+    if not pairs:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.dropped.items())) or "no rows"
+        raise DataError(
+            f"no pairs left from {rows.source} after validation, filters and objective={objective} "
+            f"(dropped by reason: {reasons}). Loosen data.filters or choose another objective."
+        )
+    return pairs, report
+
+
+def count_shared_prompts(train: Iterable[objectives.Pair], test: Iterable[objectives.Pair], report: PairReport) -> int:
+    """Record in the held-out `report` how many distinct held-out prompts the train pairs also have."""
+    seen = {p.prompt for p in train}
+    report.prompts_in_train = len({p.prompt for p in test} & seen)
+    return report.prompts_in_train

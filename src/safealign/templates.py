@@ -9,12 +9,13 @@ tokenizer's own chat template renders them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from datasets import Dataset
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, unknown_name
 from .objectives import Pair
+
+if TYPE_CHECKING:  # `datasets` is imported where a dataset is built: config checks stay light
+    from datasets import Dataset
 
 TEXT_TEMPLATES = {
     "beaver": "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:",
@@ -54,6 +55,8 @@ def to_dataset(pairs: Sequence[Pair], template: str, with_margin: bool | None = 
     By default the column is added when some margin is non-zero; leaving it out for
     margin-free objectives keeps training on TRL's own path.
     """
+    from datasets import Dataset
+
     columns: dict[str, list[Any]] = {
         "prompt": [render_prompt(template, p.prompt) for p in pairs],
         "chosen": [render_response(template, p.chosen) for p in pairs],

@@ -1,14 +1,13 @@
 """Read PKU-SafeRLHF rows from the hub or local files, and validate them before any model loads.
 
-Local JSON Lines are parsed here, line by line, rather than by `datasets.load_dataset("json")`:
-Arrow infers one type per column, so a single bad row would fail the whole file with a
-cast error that names neither the line nor the column. Parquet files and hub datasets are
-already typed, so `datasets` reads them.
+Local files are found and read by `safealign.data.files` (line by line, so every problem
+names its file and line); hub datasets are already typed, so `datasets` reads them. The
+schema (current or the old v0) is decided per file from all of its rows, and every invalid
+row is reported with its file, line or row, column and what was expected.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -17,13 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .schema import check_row, is_v0, normalize
+from .files import SUFFIXES, has_split, local_files, read_file
+from .schema import CURRENT_ONLY, SHA_COLUMNS, Problem, check_row, has_current_columns, normalize
+
+__all__ = ["ON_INVALID", "SUFFIXES", "Rows", "load_rows", "load_split", "local_files"]
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".jsonl", ".json", ".parquet")
 ON_INVALID = ("error", "drop", "warn")
 MAX_LISTED = 5
+# A file is read in the old v0 schema when none of its rows has a column of CURRENT_ONLY and
+# some row has these safety labels; a v0-looking row in a current-schema file is an error.
+V0_LABELS = ("is_response_0_safe", "is_response_1_safe")
+MIXED_SCHEMAS = (
+    "missing column; the row has none of the severity-level and harm-category columns "
+    f"({', '.join(CURRENT_ONLY)}), as in the old v0 schema, but other rows of this file have them. "
+    "A file holds one schema: add the columns to this row or remove it"
+)
 
 
 @dataclass
@@ -34,100 +43,6 @@ class Rows:
     source: str
     dropped: Counter = field(default_factory=Counter)
     v0: bool = False
-
-
-def _read_jsonl(path: Path, text: str) -> Iterator[tuple[str, Any]]:
-    # Split on "\n" only: str.splitlines() also breaks at U+2028 and friends, which
-    # json.dumps(ensure_ascii=False) writes raw inside strings.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}, line {number}", json.loads(line)
-        except json.JSONDecodeError as err:
-            yield f"{path}, line {number}", DataError(
-                f"{path}, line {number}: not valid JSON ({err.msg} at character {err.colno}); "
-                "expected one JSON object per line"
-            )
-        except (ValueError, RecursionError) as err:  # an integer too long, nesting too deep
-            yield f"{path}, line {number}", DataError(f"{path}, line {number}: unreadable JSON ({err})")
-
-
-def _read_file(path: Path) -> Iterator[tuple[str, Any]]:
-    """Yield (location, raw row) for every row of one local file; file-level problems raise."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as err:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
-        if table.num_rows == 0:
-            raise DataError(f"{path}: the file has no rows")
-        for number, row in enumerate(table.to_pylist(), start=1):
-            yield f"{path}, row {number}", row
-        return
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate the byte-order mark some tools write
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: not UTF-8 (byte {err.start}); save the file as UTF-8") from err
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty; expected PKU-SafeRLHF rows")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from err
-        except (ValueError, RecursionError) as err:  # an integer too long, nesting too deep
-            raise DataError(f"{path}: unreadable JSON ({err})") from err
-        if not data:
-            raise DataError(f"{path}: the JSON array is empty; expected PKU-SafeRLHF rows")
-        for number, row in enumerate(data, start=1):
-            yield f"{path}, row {number}", row
-        return
-    # .jsonl, and .json files written as JSON Lines (as `Dataset.to_json` does)
-    yield from _read_jsonl(path, text)
-
-
-SPLIT_NAMES = ("train", "test", "validation", "valid", "eval", "dev")
-
-
-def _split_of(path: Path) -> str | None:
-    """The split a file is named for: `train.jsonl`, `test-00000-of-00001.parquet`, `validation_1.json`."""
-    stem = path.name.split(".")[0]
-    for name in SPLIT_NAMES:
-        if stem == name or (stem.startswith(name) and stem[len(name)] in "-_"):
-            return name
-    return None
-
-
-def local_files(path: str | Path, split: str | None = None) -> list[Path]:
-    """The data files at `path`: the file itself, or the .jsonl/.json/.parquet files of a directory.
-
-    In a directory whose files are named by split (`train.jsonl`, `test-00000.parquet`),
-    only the files of `split` are read, so a held-out split never leaks into training.
-    """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
-        if not files:
-            raise DataError(f"{path}: the directory holds no {', '.join(SUFFIXES)} files")
-        if split is None:
-            return files
-        named = [p for p in files if _split_of(p) == split]
-        if named:
-            return named
-        # Files named for another split (test.jsonl, validation-0.parquet) are never read as this one.
-        rest = [p for p in files if _split_of(p) is None]
-        if not rest:
-            raise DataError(f"{path}: no files for split '{split}' (files: {', '.join(p.name for p in files)})")
-        return rest
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory (data.path)")
-    if path.suffix not in SUFFIXES:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(SUFFIXES)}")
-    return [path]
 
 
 def _read_hub(name: str, config: str | None, split: str, revision: str | None) -> Iterator[tuple[str, Any]]:
@@ -141,7 +56,9 @@ def _read_hub(name: str, config: str | None, split: str, revision: str | None) -
             f"could not load the hub dataset {label}: {err}\n"
             "Without network access, download it once elsewhere (for example "
             f"`datasets.load_dataset({name!r}, {config!r}, split={split!r}).to_json('{split}.jsonl')`) and pass "
-            "the file or a directory of files: data.path=/path/to/train.jsonl data.test_path=/path/to/test.jsonl"
+            "the file or a directory of files: data.path=/path/to/train.jsonl data.test_path=/path/to/test.jsonl; "
+            f"or copy the whole repository (`huggingface-cli download {name} --repo-type dataset --local-dir DIR`) "
+            "and pass data.path=DIR: its README.md configs are read as on the hub, so data.config still applies"
         ) from err
     except ValueError as err:  # unknown config or split
         raise ConfigError(f"data.config / data.split: {err}") from err
@@ -154,70 +71,90 @@ def load_rows(
     *,
     name: str | None = None,
     config: str | None = None,
-    split: str = "train",
+    split: str | None = "train",
     revision: str | None = None,
     on_invalid: str = "error",
     verify_sha256: bool = False,
+    split_key: str = "data.split",
 ) -> Rows:
     """Load and validate one split: from local `path` when given (never the network), else from the hub.
 
+    For a local hub dataset directory (README.md with `configs:`), `config` picks the config
+    as on the hub. `split_key` is the config key named when `split` is unknown.
     Invalid rows are handled by `on_invalid`: `error` raises with the first few problems
     (file, line or row, column, what was expected); `drop` counts them by reason; `warn`
     also logs each one.
     """
     if on_invalid not in ON_INVALID:
         raise ConfigError(f"data.on_invalid: expected one of {', '.join(ON_INVALID)}, got '{on_invalid}'")
+    units: Iterator[tuple[str, Iterator[tuple[str, Any]]]]
     if path is not None:
-        files = local_files(path, split)
+        files = local_files(path, split, config=config, split_key=split_key)
         source = str(path)
-        raw: Iterator[tuple[str, Any]] = (item for f in files for item in _read_file(f))
+        units = ((str(f), read_file(f)) for f in files)
     elif name:
         source = name
-        raw = _read_hub(name, config, split, revision)
+        units = iter([(name, _read_hub(name, config, split, revision))])
     else:
         raise ConfigError("data: set data.path to a local file or directory, or data.name to a hub dataset")
 
     rows: list[dict[str, Any]] = []
     dropped: Counter = Counter()
     problems: list[str] = []
-    v0: dict[str, bool] = {}  # per file: the schema is told by its first row that has the core columns
-    for where, row in raw:
-        if isinstance(row, DataError):
-            reason, message = "invalid_json", str(row)
-        elif not isinstance(row, dict):
-            reason, message = "invalid_json", f"{where}: expected a JSON object, got {type(row).__name__}"
-        else:
-            file = where.rsplit(", ", 1)[0]
-            if file not in v0 and "is_response_0_safe" in row:
-                v0[file] = is_v0(row)
-            old = v0.get(file, False)
-            problem = check_row(row, v0=old, verify_sha256=verify_sha256 and not old)
-            if problem is None:
-                rows.append(normalize(row, v0=old))
+    any_v0 = False
+    for label, items in units:
+        # The whole file first: its schema, and whether it has sha256 columns, are told by all its rows.
+        raw = list(items)
+        objects = [row for _, row in raw if isinstance(row, dict)]
+        current = any(has_current_columns(row) for row in objects)
+        v0 = not current and any(column in row for row in objects for column in V0_LABELS)
+        any_v0 = any_v0 or v0
+        verify = verify_sha256 and any(column in row for row in objects for column in SHA_COLUMNS)
+        if verify_sha256 and not verify and objects:
+            log.warning(
+                "%s: no sha256 columns; not verified (data.verify_sha256=true checks %s where a file has them)",
+                label, " and ".join(SHA_COLUMNS),
+            )  # fmt: skip
+        for where, row in raw:
+            if isinstance(row, DataError):
+                reason, message = "invalid_json", str(row)
+            elif not isinstance(row, dict):
+                reason, message = "invalid_json", f"{where}: expected a JSON object, got {type(row).__name__}"
+            else:
+                if current and not has_current_columns(row) and any(c in row for c in V0_LABELS):
+                    problem: Problem | None = Problem("missing_column", CURRENT_ONLY[0], MIXED_SCHEMAS)
+                else:
+                    problem = check_row(row, v0=v0, verify_sha256=verify)
+                if problem is None:
+                    rows.append(normalize(row, v0=v0))
+                    continue
+                reason, message = problem.reason, f"{where}, column '{problem.column}': {problem.message}"
+            if on_invalid == "error":
+                problems.append(message)
+                if len(problems) >= MAX_LISTED:
+                    break
                 continue
-            reason, message = problem.reason, f"{where}, column '{problem.column}': {problem.message}"
-        if on_invalid == "error":
-            problems.append(message)
-            if len(problems) >= MAX_LISTED:
-                break
-            continue
-        dropped[f"invalid_{reason}"] += 1
-        if on_invalid == "warn":
-            log.warning("dropped invalid row: %s", message)
+            dropped[f"invalid_{reason}"] += 1
+            if on_invalid == "warn":
+                log.warning("dropped invalid row: %s", message)
+        if len(problems) >= MAX_LISTED:
+            break
     if problems:
         more = " (and possibly more)" if len(problems) >= MAX_LISTED else ""
         raise DataError(
             f"invalid rows in {source}{more}:\n  " + "\n  ".join(problems) + "\n"
             "Fix the data, or set data.on_invalid=drop (or warn) to skip invalid rows and count them by reason."
         )
-    return Rows(rows=rows, source=source, dropped=dropped, v0=any(v0.values()))
+    return Rows(rows=rows, source=source, dropped=dropped, v0=any_v0)
 
 
 def load_split(data: Any, which: str = "train") -> Rows | None:
     """Load the training (`which="train"`) or held-out (`"test"`) split that the `data` config names.
 
-    - `data.path` (and `data.test_path`): local files; the network is never touched. A
-      directory with split-named files also gives the held-out split.
+    - `data.path` (and `data.test_path`): local files; the network is never touched. A hub
+      dataset directory (README.md with `configs:`, as `huggingface-cli download` leaves it)
+      is read as the hub reads it, `data.config` picking the config; a directory with
+      split-named files also gives the held-out split.
     - else `data.name`: the hub dataset, splits `data.split` and `data.test_split`.
     - else: the synthetic sample shipped with safealign.
     Returns None when no held-out split is configured.
@@ -225,15 +162,16 @@ def load_split(data: Any, which: str = "train") -> Rows | None:
     from .paths import sample_path
 
     split = data.split if which == "train" else data.test_split
+    key = "data.split" if which == "train" else "data.test_split"
     common = {"on_invalid": data.on_invalid, "verify_sha256": data.verify_sha256}
     if data.path is not None:
+        local = {"config": data.config, "split_key": key, **common}
         if which == "train":
-            return load_rows(data.path, split=split, **common)
+            return load_rows(data.path, split=split, **local)
         if data.test_path is not None:
-            return load_rows(data.test_path, split=split, **common)
-        path = Path(data.path).expanduser()
-        if path.is_dir() and split and any(_split_of(p) == split for p in local_files(path, None)):
-            return load_rows(path, split=split, **common)
+            return load_rows(data.test_path, split=split, **local)
+        if has_split(data.path, split):
+            return load_rows(data.path, split=split, **local)
         return None
     if which == "test" and not split:
         return None

@@ -7,6 +7,7 @@ what a row is.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -53,7 +54,7 @@ COLUMNS: dict[str, type | tuple[type, ...]] = {
     "better_response_id": int,
     "safer_response_id": int,
 }
-# sha256 columns are optional: only `data.verify_sha256=true` needs them.
+# sha256 columns are optional: `data.verify_sha256=true` checks them in files that have them.
 SHA_COLUMNS = ("response_0_sha256", "response_1_sha256")
 
 # The older release (revision v0, PKU-SafeRLHF-30K and -10K): no severity, categories or sources.
@@ -69,11 +70,33 @@ V0_COLUMNS: dict[str, type | tuple[type, ...]] = {
 
 TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a mapping"}
 
+# The columns that only the current release has and that tell it apart from v0. (The source
+# columns do not count: a v0 file may carry them, and `normalize` keeps them.)
+CURRENT_ONLY = tuple(f"response_{k}_{name}" for name in ("severity_level", "harm_category") for k in RESPONSE_IDS)
+
+# Code points that draw nothing but are neither whitespace nor format characters (Cf): the
+# combining grapheme joiner, Hangul and Khmer fillers, Mongolian and other variation selectors.
+_INVISIBLE = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
+
+
+def has_current_columns(row: Mapping[str, Any]) -> bool:
+    """True when a row has any column that only the current schema has (severity levels, harm categories)."""
+    return any(column in row for column in CURRENT_ONLY)
+
 
 def is_v0(columns: Iterable[str]) -> bool:
-    """True for the older schema, told apart by its lack of severity levels."""
+    """True for the older schema, told apart by its lack of severity levels and harm categories."""
     columns = set(columns)
-    return "response_0_severity_level" not in columns and "response_0_harm_category" not in columns
+    return not any(column in columns for column in CURRENT_ONLY)
+
+
+def is_blank(text: str) -> bool:
+    """True when a text shows nothing: only whitespace, control and format characters (U+200B, U+FEFF, ...)."""
+    return all(ch.isspace() or ch in _INVISIBLE or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
 
 
 class Problem(NamedTuple):
@@ -125,9 +148,18 @@ def check_row(row: Mapping[str, Any], v0: bool = False, verify_sha256: bool = Fa
             not_bool = {name: v for name, v in row[column].items() if not isinstance(v, bool)}
             if not_bool:
                 return Problem("bad_harm_category", column, f"expected true/false for every category, got {not_bool}")
+            missing = [name for name in HARM_CATEGORIES if name not in row[column]]
+            if missing:
+                return Problem(
+                    "bad_harm_category",
+                    column,
+                    f"missing harm categories {missing}; expected true/false for each of the 19 PKU-SafeRLHF names",
+                )
     for column in ("prompt", "response_0", "response_1"):
-        if not row[column].strip():
-            return Problem("empty_text", column, "expected a non-empty text")
+        text = row[column]
+        if is_blank(text):
+            shown = "" if not text or text.isspace() else f", got only invisible characters {text!a}"
+            return Problem("empty_text", column, f"expected a non-empty text{shown}")
     for k in RESPONSE_IDS:
         if v0:
             break
@@ -149,6 +181,10 @@ def check_row(row: Mapping[str, Any], v0: bool = False, verify_sha256: bool = Fa
     if verify_sha256:
         for k in RESPONSE_IDS:
             column = f"response_{k}_sha256"
+            if column not in row:
+                return Problem(
+                    "missing_column", column, "missing column (data.verify_sha256 is true and other rows have it)"
+                )
             digest = hashlib.sha256((row["prompt"] + row[f"response_{k}"]).encode("utf-8")).hexdigest()
             if row.get(column) != digest:
                 return Problem("sha256_mismatch", column, f"expected sha256(prompt + response_{k}) = {digest}")

@@ -1,0 +1,214 @@
+"""One run's evaluation: load the run, score every dimension, optionally generate and judge,
+and write `eval.json`; plus the console table of a report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import io
+from ..data.loading import Rows
+from ..errors import ConfigError, EvaluationError
+from ..pairs import Filters
+from ..rundir import RunDir
+from ..settings import EvalSettings, TrainSettings, fill_missing, parse_train
+from .dimensions import build_dimensions, load_heldout
+from .generation import generate_responses, heldout_prompts
+from .judges import judge_responses
+from .metrics import dimension_metrics, side_metrics, win_rates
+from .scoring import PolicyModels, load_policy, release_memory, score_units, tokenize_units
+
+log = logging.getLogger("safealign.evaluation")
+
+
+RUN_FILES = "config.yaml, status.json and adapter/ (written by recipes/dpo.py)"
+
+
+def saved_settings(run: RunDir) -> TrainSettings:
+    """The checked settings a run trained with, from its `config.yaml`.
+
+    Keys the run's safealign version did not have yet take today's defaults (`fill_missing`,
+    from the config the run's recorded overrides compose to now); every key the run saved
+    is kept as it was.
+    """
+    from omegaconf import OmegaConf
+
+    from ..cli import compose
+
+    saved = run.saved_config() or {}
+    try:
+        overrides = [o for o in run.overrides() if not o.lstrip("+~").startswith("hydra")]
+        defaults = OmegaConf.to_container(compose("dpo", overrides), resolve=True)
+        saved = fill_missing(saved, defaults)
+    except Exception:  # no conf/ beside the package, or overrides that no longer compose
+        pass
+    return parse_train(OmegaConf.create(saved))
+
+
+def load_run(run_dir: str | Path) -> TrainSettings:
+    """The checked settings a finished run trained with; a clear error for anything else.
+
+    The run's config is checked again, so the evaluation uses exactly the template, data,
+    model, quantization and DPO settings (β, max_length, truncation_mode) of training.
+    """
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise EvaluationError(
+            f"run_dir={run_dir}: no such directory; expected a training run directory holding {RUN_FILES}"
+        )
+    if not (run / RunDir.CONFIG).is_file():
+        raise EvaluationError(
+            f"run_dir={run_dir}: not a run directory (no config.yaml); expected {RUN_FILES}. "
+            "For a sweep, pass the sweep directory or one of its numbered runs."
+        )
+    state = run.state()
+    if state is not None and state != "done":
+        error = (run.status() or {}).get("error")
+        raise EvaluationError(
+            f"run_dir={run_dir}: the run's status is '{state}'{f' ({error})' if error else ''}; only a finished "
+            "run (status done) can be evaluated"
+        )
+    try:
+        settings = saved_settings(run)
+    except ConfigError as err:
+        raise EvaluationError(f"run_dir={run_dir}: its config.yaml does not check: {err}") from err
+    adapter = run / RunDir.ADAPTER
+    expected = "config.json" if settings.peft.method == "none" else "adapter_config.json"
+    if not (adapter / expected).is_file():
+        raise EvaluationError(
+            f"run_dir={run_dir}: no trained model ({adapter / expected} is missing); expected {RUN_FILES}"
+        )
+    return settings
+
+
+def preference_eval(
+    models: PolicyModels, template: str, dpo: Any, rows: Rows, filters: Filters, ev: EvalSettings
+) -> dict[str, Any]:
+    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's DPOConfig)."""
+    dims, units = build_dimensions(rows.rows, filters, ev.dimensions, ev.max_pairs, ev.seed)
+    tokenized = tokenize_units(units, template, models.tokenizer, dpo)
+    batch_size = ev.batch_size or dpo.per_device_eval_batch_size
+    scores = score_units(models, tokenized, dpo, batch_size)
+    return {name: dimension_metrics(dim, scores, dpo.beta) for name, dim in dims.items()}
+
+
+
+def generation_eval(
+    models: PolicyModels, settings: TrainSettings, rows: Rows, filters: Filters, ev: EvalSettings, run_dir: Path
+) -> dict[str, Any]:
+    """Generate from held-out prompts with the policy and the reference, judge every response,
+    write `generations.jsonl`, and return the harmless rate, mean reward and cost, and win rates."""
+    prompts = heldout_prompts(rows, filters, ev.max_prompts, ev.seed)
+    texts = [p for p, _ in prompts]
+    responses = generate_responses(models, texts, settings.template, ev.generation, ev.seed)
+    models.policy = models.reference_model = None  # the judges need the memory
+    release_memory()
+    # Both sides in one pass, so each judge is loaded once.
+    records = judge_responses(ev.judge, texts + texts, responses["policy"] + responses["reference"])
+    judged = {"policy": records[: len(texts)], "reference": records[len(texts) :]}
+    io.write_jsonl(
+        RunDir(run_dir) / RunDir.GENERATIONS,
+        (
+            {"prompt": p, "categories": list(cats), "policy": judged["policy"][i], "reference": judged["reference"][i]}
+            for i, (p, cats) in enumerate(prompts)
+        ),
+    )
+    by_category: dict[str, list[int]] = defaultdict(list)
+    for i, (_, cats) in enumerate(prompts):
+        for c in cats:
+            by_category[c].append(i)
+    judges = {role: getattr(ev.judge, role).path for role in ("reward", "cost", "guard")}
+    if not any(judges.values()):
+        log.warning("eval.generate=true without a judge: generations are saved, but not scored")
+    return {
+        "prompts": len(prompts),
+        "judges": judges,
+        "generation": dataclasses.asdict(ev.generation),
+        "policy": side_metrics(judged["policy"]),
+        "reference": side_metrics(judged["reference"]),
+        "win_rate": win_rates(judged["policy"], judged["reference"], ev.judge),
+        "by_category": {
+            c: {
+                "prompts": len(idx),
+                "policy": side_metrics([judged["policy"][i] for i in idx]),
+                "reference": side_metrics([judged["reference"][i] for i in idx]),
+                "win_rate": win_rates(
+                    [judged["policy"][i] for i in idx], [judged["reference"][i] for i in idx], ev.judge
+                ),
+            }
+            for c, idx in sorted(by_category.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        },
+    }
+
+
+def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
+    """Evaluate one finished run and write `RUN_DIR/eval.json` (and `generations.jsonl`); returns the report."""
+    from ..trainer import dpo_config
+
+    run = RunDir(run_dir)
+    settings = load_run(run.path)
+    dpo = dpo_config(settings.train, run / RunDir.CHECKPOINTS)
+    rows, filters = load_heldout(settings, ev)
+    start = time.perf_counter()
+    models = load_policy(run.path, settings)
+    report: dict[str, Any] = {
+        "run_dir": str(run),
+        "objective": settings.objective,
+        "template": settings.template,
+        "beta": dpo.beta,
+        "max_length": dpo.max_length,
+        "truncation_mode": dpo.truncation_mode,
+        "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
+        "dimensions": preference_eval(models, settings.template, dpo, rows, filters, ev),
+        "generation": generation_eval(models, settings, rows, filters, ev, run.path) if ev.generate else None,
+        "settings": dataclasses.asdict(ev),
+    }
+    report["seconds"] = time.perf_counter() - start
+    models.policy = models.reference_model = None
+    release_memory()
+    io.write_json(run / RunDir.EVAL, report)
+    log.info("%s\n%s", run, format_report(report))
+    return report
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The console table of an eval.json report."""
+    lines = [
+        f"held-out preference accuracy ({report['data']['source']}, {report['data']['rows']} rows; objective "
+        f"{report['objective']}, beta {report['beta']}). accuracy: implicit reward β·log(π/π_ref) higher for chosen "
+        "(ties 1/2); reference: length-normalised reference log-likelihood",
+        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'margin':>8} {'reference':>10}",
+    ]
+    for name, d in report["dimensions"].items():
+        lines.append(
+            f"  {name:<16} {d['pairs']:>6} {_fmt(d['accuracy']):>9} {_fmt(d['margin']):>8} "
+            f"{_fmt(d['reference_accuracy']):>10}"
+        )
+    gen = report.get("generation")
+    if gen:
+        lines.append(
+            f"generation ({gen['prompts']} prompts; judges: "
+            f"{', '.join(f'{k}={v}' for k, v in gen['judges'].items() if v) or 'none'})"
+        )
+        lines.append(f"  {'model':<10} {'harmless':>9} {'reward':>8} {'cost':>8}")
+        for side in ("policy", "reference"):
+            m = gen[side]
+            lines.append(
+                f"  {side:<10} {_fmt(m['harmless_rate']):>9} {_fmt(m.get('mean_reward')):>8} "
+                f"{_fmt(m.get('mean_cost')):>8}"
+            )
+        wins = ", ".join(f"{k} {_fmt(v)}" for k, v in gen["win_rate"].items())
+        lines.append(f"  policy win rate over reference: {wins or '-'}")
+    return "\n".join(lines)
+
+

@@ -1,0 +1,196 @@
+"""`recipes/dpo.py`: train a (quantized, LoRA) model with DPO on PKU-SafeRLHF preference pairs.
+
+The job, top to bottom: check every setting, claim the run directory, build the pairs,
+load the tokenizer and the model, train with TRL's DPOTrainer (taught per-pair margins in
+`trl_compat`), save, and evaluate on the held-out dimensions. Only the main process writes
+run files; `status.json` says running, interrupted, failed (with the error) or done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .. import io
+from ..data.loading import load_split
+from ..errors import DataError, Interrupted, SafealignError
+from ..objectives import Pair
+from ..pairs import PairReport, build_pairs, count_shared_prompts, make_pairs
+from ..rundir import RunDir, fingerprint, is_main_process, package_versions, usable_checkpoint
+from ..settings import TrainSettings, parse_train
+
+log = logging.getLogger("safealign")
+
+
+@dataclass
+class Pairs:
+    """The pairs a run trains and is evaluated on, with what became of every row."""
+
+    train: list[Pair]
+    train_report: PairReport
+    test: list[Pair]
+    test_report: PairReport | None
+
+
+def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train one run into `run_dir`; `callbacks` are extra `transformers.TrainerCallback`s (e.g. timers)."""
+    settings = parse_train(cfg)  # every value checked: nothing is loaded yet, torch included
+    run_dir, main = RunDir(run_dir), is_main_process()  # main: rank 0 under accelerate / torchrun
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
+    pairs = load_pairs(settings)  # the data is checked before anything of a previous run is removed
+
+    from ..trainer import dpo_config
+    from .evaluate import after_training
+
+    args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
+    if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
+        checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
+    if main:
+        if clear:
+            run_dir.clear()
+        run_dir.mark_running()
+        run_dir.write_hydra_files(cfg)
+        io.write_text(run_dir / RunDir.CONFIG, OmegaConf.to_yaml(resolved))
+        io.write_json(run_dir / RunDir.VERSIONS, package_versions())
+        io.write_json(run_dir / RunDir.FINGERPRINT, {
+            "train_pairs": len(pairs.train), "train_sha256": fingerprint(pairs.train),
+            "test_pairs": len(pairs.test), "test_sha256": fingerprint(pairs.test),
+        })  # fmt: skip
+
+    with status_of(run_dir, main):
+        metrics = train(settings, args, pairs, run_dir, checkpoint, main, callbacks)
+
+    if main:
+        heldout = after_training(run_dir.path, settings.eval, args.world_size)
+        if heldout is not None:
+            metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
+    return metrics
+
+
+def load_pairs(s: TrainSettings) -> Pairs:
+    """The train pairs (none left is an error that says where every row went) and the held-out pairs."""
+    train_pairs, train_report = make_pairs(load_split(s.data, "train"), s.objective, s.options, s.filters)
+    test_rows = load_split(s.data, "test")
+    if test_rows is None:
+        return Pairs(train_pairs, train_report, [], None)
+    test_pairs, test_report = build_pairs(test_rows.rows, s.objective, s.options, s.filters, dropped=test_rows.dropped)
+    shared = count_shared_prompts(train_pairs, test_pairs, test_report)
+    if shared:
+        total = len({p.prompt for p in test_pairs})
+        log.warning("%d of %d held-out prompts also occur in the train split: evaluation on them is not held out "
+                    "(pair_report.json: test.prompts_in_train)", shared, total)  # fmt: skip
+    return Pairs(train_pairs, train_report, test_pairs, test_report)
+
+
+@contextlib.contextmanager
+def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
+    """Mark the run done when the block finishes, interrupted or failed (with the error) when it raises."""
+    try:
+        yield
+    except Interrupted as err:
+        if main:
+            run_dir.write_status("interrupted", error=str(err))
+        raise
+    except BaseException as err:
+        if main:
+            run_dir.write_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    if main:
+        run_dir.write_status("done")
+
+
+def train(
+    s: TrainSettings, args: Any, pairs: Pairs, run_dir: RunDir, checkpoint: Path | None, main: bool,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """Load the model, train, save the adapter and metrics.json; returns the metrics."""
+    from ..modeling import load_model, load_tokenizer
+    from ..templates import check_template, to_dataset
+    from ..tiny import cache_dir
+    from ..trainer import StopOnSignal, model_summary
+    from ..trl_compat import MarginDPOTrainer
+
+    tokenizer = load_tokenizer(s.model)
+    check_template(s.template, tokenizer)  # before the weights load
+    loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing)
+    with_margin = any(p.margin for p in pairs.train + pairs.test)
+    stop = StopOnSignal()
+    trainer = MarginDPOTrainer(
+        model=loaded.model,
+        ref_model=loaded.ref_model,
+        args=args,
+        train_dataset=to_dataset(pairs.train, s.template, with_margin),
+        eval_dataset=to_dataset(pairs.test, s.template, with_margin) if pairs.test else None,
+        processing_class=loaded.tokenizer,
+        peft_config=loaded.peft_config,
+        callbacks=[stop, *callbacks],
+        ref_cache_dir=cache_dir() / "ref_logps",
+    )
+    # TRL drops pairs whose prompt alone fills max_length; count them like every other drop.
+    count_too_long(pairs.train_report, len(pairs.train), trainer.train_dataset, s, args, "train")
+    if pairs.test_report is not None and trainer.eval_dataset is not None:
+        count_too_long(pairs.test_report, len(pairs.test), trainer.eval_dataset, s, args, "test")
+    if main:
+        io.write_json(run_dir / RunDir.PAIR_REPORT, {
+            "train": pairs.train_report.to_dict(),
+            "test": pairs.test_report.to_dict() if pairs.test_report else None,
+        })  # fmt: skip
+    log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
+
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if stop.stopped_by is not None:
+        raise Interrupted(run_dir.path, stop.stopped_by, trainer.state.global_step)
+    metrics: dict[str, Any] = {
+        "train": result.metrics,
+        "global_step": trainer.state.global_step,
+        "train_seconds": time.perf_counter() - start,
+        "resumed_from": checkpoint.name if checkpoint else None,
+        "world_size": args.world_size,
+        "ref_cache_hits": trainer.ref_cache_hits,
+        "model": model_summary(trainer.model, s.model.name_or_path, s.quant, s.peft.method),
+    }
+    if pairs.test:
+        metrics["eval"] = trainer.evaluate()
+    metrics["log_history"] = trainer.state.log_history
+    trainer.save_model(str(run_dir / RunDir.ADAPTER))
+    if main:
+        io.write_json(run_dir / RunDir.METRICS, metrics)
+    log.info("train: %s", {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)})
+    if "eval" in metrics:
+        log.info("eval: %s", {k: round(v, 4) for k, v in metrics["eval"].items() if isinstance(v, float)})
+    return metrics
+
+
+def count_too_long(report: PairReport, before: int, dataset: Any, s: TrainSettings, args: Any, split: str) -> None:
+    """Count the pairs TRL dropped because the prompt alone fills `max_length`; none left is an error."""
+    dropped = before - len(dataset)
+    if dropped:
+        report.kept -= dropped
+        report.dropped["prompt_too_long"] += dropped
+    if len(dataset) == 0:
+        raise DataError(
+            f"every {split} pair was dropped: all {dropped} prompts (with template={s.template}) fill "
+            f"train.max_length={args.max_length} tokens. Raise train.max_length, or shorten the prompts"
+        )
+
+
+def select_metric(metrics: dict[str, Any] | None, key: str | None) -> float | None:
+    """The value of dotted `key` (the `metric` config key) in a run's metrics, for sweepers like Optuna."""
+    if metrics is None or not key:
+        return None
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            valid = sorted(k for k, v in metrics.items() if not isinstance(v, list))
+            raise SafealignError(f"metric={key}: no '{part}' in the run's metrics. Top-level keys: {', '.join(valid)}")
+        node = node[part]
+    return float(node)

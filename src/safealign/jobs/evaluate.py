@@ -1,0 +1,65 @@
+"""`recipes/evaluate.py`: evaluate a finished run, or every finished run of a sweep, on the held-out dimensions.
+
+    python recipes/evaluate.py run_dir=DIR [eval.KEY=VALUE ...]
+
+Writes DIR/eval.json (and DIR/generations.jsonl with eval.generate=true) for each run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError, NoHeldOutError, SafealignError
+from ..evaluation.report import evaluate_run
+from ..rundir import RunDir, sweep_runs
+from ..settings import EvalSettings, parse_eval
+
+log = logging.getLogger("safealign.evaluation")
+
+
+def after_training(run_dir: str | Path, ev: EvalSettings, world_size: int = 1) -> dict[str, Any] | None:
+    """What training calls once the run is marked done: `evaluate_run` when `eval.after_train`.
+
+    Returns None, with a log line, where there is nothing to evaluate on (no held-out split)
+    and after a distributed launch, whose ranks could not follow rank 0 through model loading
+    (`recipes/evaluate.py` evaluates such a run afterwards, in one process).
+    """
+    if not ev.after_train:
+        return None
+    if world_size > 1:
+        log.info("distributed run: evaluate it with python recipes/evaluate.py run_dir=%s", run_dir)
+        return None
+    try:
+        return evaluate_run(run_dir, ev)
+    except NoHeldOutError as err:
+        log.info("no held-out evaluation: %s", err)
+        return None
+
+
+def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
+    """Evaluate a run directory, or every finished run of a sweep directory (failures are logged, not fatal)."""
+    path = Path(path)
+    if (path / RunDir.CONFIG).is_file() or not path.is_dir():
+        return {str(path): evaluate_run(path, ev)}
+    reports: dict[str, Any] = {}
+    for run in sweep_runs(path):
+        state = run.state()
+        if state != "done":
+            log.warning("%s: skipped (status %s)", run, state)
+            continue
+        try:
+            reports[str(run)] = evaluate_run(run.path, ev)
+        except SafealignError as err:
+            log.error("%s: evaluation failed: %s", run, err)
+    return reports
+
+
+def run(cfg: DictConfig, _out_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate `run_dir` (a run, or a sweep of runs) with the `eval` group."""
+    if OmegaConf.is_missing(cfg, "run_dir") or not cfg.get("run_dir"):
+        raise ConfigError("run_dir: missing; pass run_dir=DIR (a run directory, or a sweep directory of runs)")
+    return evaluate_path(str(cfg.run_dir), parse_eval(cfg.get("eval")))

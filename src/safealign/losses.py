@@ -1,0 +1,65 @@
+"""Facts about TRL's DPO loss types that safealign relies on, and the margin rules they imply.
+
+Kept free of torch and TRL imports so that config checking (and so every config error)
+stays fast; `tests/test_losses.py` checks `LOSS_TYPES` against the installed TRL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+# TRL 1.16's DPO loss types (DPOConfig.loss_type).
+LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+# Losses that divide the chosen log-ratio by the chosen length: a margin offset is scaled by it.
+LENGTH_NORMALISED = frozenset({"ipo", "sigmoid_norm"})
+# Losses where the offset would not mean -log σ(β·h - m): `sft` reads only the chosen log-probs,
+# the `aot` losses sort chosen and rejected separately, and the others score chosen and
+# rejected log-ratios on their own rather than their difference.
+NO_MARGIN = frozenset({"sft", "aot", "aot_unpaired", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down"})
+# Objectives whose per-pair targets are defined for one loss only.
+REQUIRED_LOSS: dict[str, list[str]] = {"bfpo": ["ipo"]}
+# Objective options that put a margin on pairs when non-zero.
+MARGIN_OPTIONS = ("gamma", "delta")
+
+
+def has_margin(objective: str, options: Mapping[str, Any]) -> bool:
+    """Whether the objective's pairs can carry non-zero margins with these options."""
+    return objective in REQUIRED_LOSS or any(options.get(k) for k in MARGIN_OPTIONS)
+
+
+def check_margins(
+    objective: str, options: Mapping[str, Any], loss_types: Sequence[str], f_divergence: str = "reverse_kl"
+) -> None:
+    """Refuse loss types that would silently ignore or distort the objective's margins."""
+    required = REQUIRED_LOSS.get(objective)
+    if required and list(loss_types) != required:
+        raise ConfigError(
+            f"objective={objective} needs train.loss_type={required} (got {list(loss_types)}): its per-pair targets "
+            "are defined for that loss"
+        )
+    if not has_margin(objective, options):
+        return
+    if f_divergence != "reverse_kl":
+        raise ConfigError(
+            f"train.f_divergence_type={f_divergence}: objective={objective}'s margins are defined for the standard "
+            "DPO log-ratio (reverse_kl); set the objective's margin to 0 or keep f_divergence_type=reverse_kl"
+        )
+    unusable = sorted(set(loss_types) & NO_MARGIN)
+    if unusable:
+        raise ConfigError(
+            f"train.loss_type {unusable} cannot use the per-pair margins of objective={objective}; choose another "
+            "loss type, or set the objective's margin to 0 (objective.gamma=0 / objective.delta=0)"
+        )
+    normalised = set(loss_types) & LENGTH_NORMALISED
+    if normalised and normalised != set(loss_types):
+        raise ConfigError(
+            f"train.loss_type {list(loss_types)} mixes length-normalised ({', '.join(sorted(normalised))}) "
+            "and summed losses; "
+            f"objective={objective}'s margins can only be scaled for one kind at a time"
+        )

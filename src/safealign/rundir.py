@@ -1,0 +1,351 @@
+"""The run directory: the name of every file a run leaves, its status, and the rules for reusing it.
+
+Why one module: evaluation, comparison and training all read what a training run wrote;
+with the names and the status rules in one place they cannot drift apart. The rules
+protect finished work: a finished run is only replaced with `train.overwrite=true`, an
+unfinished one with checkpoints is resumed (with the config it was started with), and a
+directory in use by a live process is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import io
+from .errors import RunDirError, SweepError
+
+PACKAGES = ("safealign", "torch", "transformers", "trl", "datasets", "peft", "bitsandbytes", "accelerate",
+            "hydra-core", "tokenizers")  # fmt: skip
+# Keys whose change does not make a run a different experiment: they may differ on resume.
+RESUME_IGNORES = ("train.resume", "train.overwrite", "train.precompute_ref", "metric")
+
+UNFINISHED = ("running", "failed", "interrupted")
+log = logging.getLogger("safealign")
+
+
+class RunDir:
+    """One training run's directory (Hydra's output dir) and what is in it."""
+
+    CONFIG = "config.yaml"  # the resolved config (Hydra's own copy, with the overrides, is in .hydra/)
+    STATUS = "status.json"
+    VERSIONS = "versions.json"
+    FINGERPRINT = "data_fingerprint.json"
+    PAIR_REPORT = "pair_report.json"
+    PAIRS = "pairs.jsonl"  # recipes/pairs.py only
+    METRICS = "metrics.json"
+    EVAL = "eval.json"
+    GENERATIONS = "generations.jsonl"
+    ADAPTER = "adapter"
+    CHECKPOINTS = "checkpoints"
+    HYDRA_OVERRIDES = ".hydra/overrides.yaml"
+    # What a training run produces: removed before `train.overwrite=true` trains again.
+    OUTPUTS = (METRICS, EVAL, GENERATIONS, PAIR_REPORT, FINGERPRINT, ADAPTER, CHECKPOINTS)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any] | None:
+        """The run's `status.json`, or None when there is none; `{"status": "unknown"}` when unreadable."""
+        try:
+            status = io.read_json(self / self.STATUS)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"status": "unknown"}
+        return status if isinstance(status, dict) else {"status": "unknown"}
+
+    def state(self) -> str | None:
+        """running, interrupted, failed, done, unknown, or None (no status). A `running` run whose
+        process is gone (same host, dead pid, e.g. after `kill -9`) is `interrupted`."""
+        status = self.status()
+        if status is None:
+            return None
+        state = status.get("status", "unknown")
+        if state == "running" and self._owner_dead(status):
+            return "interrupted"
+        return state
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        io.write_json(self / self.STATUS, {"status": state, **extra})
+
+    def mark_running(self) -> None:
+        self.write_status("running", pid=os.getpid(), host=socket.gethostname())
+
+    @staticmethod
+    def _owner_dead(status: Mapping[str, Any]) -> bool:
+        pid = status.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or status.get("host") != socket.gethostname():
+            return False  # another host's process cannot be checked from here
+        return pid != os.getpid() and not _alive(pid)
+
+    def _owner_alive(self, status: Mapping[str, Any]) -> bool:
+        pid = status.get("pid")
+        return (isinstance(pid, int) and 0 < pid != os.getpid() and status.get("host") == socket.gethostname()
+                and _alive(pid))  # fmt: skip
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def saved_config(self) -> dict[str, Any] | None:
+        """The resolved config the run was started with (plain data), or None when absent."""
+        path = self / self.CONFIG
+        return io.read_yaml(path) if path.is_file() else None
+
+    def overrides(self) -> list[str]:
+        """The command-line overrides of the run (Hydra's `.hydra/overrides.yaml`), or []."""
+        path = self / self.HYDRA_OVERRIDES
+        return [str(o) for o in (io.read_yaml(path) or [])] if path.is_file() else []
+
+    def read_json(self, name: str) -> Any:
+        """A JSON file of the run, or None when missing or unreadable."""
+        return io.read_json_or_none(self / name)
+
+    def last_checkpoint(self) -> Path | None:
+        return last_checkpoint(self / self.CHECKPOINTS)
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def claim(
+        self, config: Mapping[str, Any], resume: str | None, overwrite: bool, main: bool = True
+    ) -> tuple[Path | None, bool]:
+        """Decide how a training run uses this directory, so that no finished work is lost.
+
+        Returns (checkpoint to resume from or None, whether the previous outputs must be
+        cleared). Nothing is removed here: the caller clears (`clear()`) only once the new
+        run's config and data have passed their checks. Only the main process (`main`)
+        guards the directory; other ranks of the same launch just find the checkpoint, since
+        rank 0 may already have marked the run running.
+        """
+        status = self.status()
+        state = status.get("status") if status else None
+        if state == "unknown" and (self / self.STATUS).exists():
+            raise RunDirError(
+                f"{self / self.STATUS} is unreadable, so whether {self.path} holds a finished run is unknown; "
+                "fix or remove that file, or choose another hydra.run.dir"
+            )
+        if main and state == "running" and status is not None and self._owner_alive(status):
+            raise RunDirError(f"{self.path} is in use by a running job (pid {status.get('pid')}); "
+                              "choose another hydra.run.dir")  # fmt: skip
+        if state == "done" and not overwrite:
+            raise RunDirError(
+                f"{self.path} holds a finished run; choose another hydra.run.dir, or set train.overwrite=true to "
+                "replace it"
+            )
+        if resume not in (None, "auto"):
+            checkpoint = Path(resume).expanduser()
+            if not (checkpoint / "trainer_state.json").is_file():
+                raise RunDirError(f"train.resume={resume}: not a Trainer checkpoint (no trainer_state.json in it)")
+            return checkpoint, False
+        if status is None:
+            return None, False
+        if overwrite:
+            return None, main
+        checkpoint = self.last_checkpoint()
+        if checkpoint is None:
+            return None, False  # nothing was trained yet: starting again loses nothing
+        if resume is None:
+            raise RunDirError(
+                f"{self.path} holds an unfinished run with checkpoint {checkpoint.name}; resume it with "
+                "train.resume=auto, or set train.overwrite=true to start again"
+            )
+        saved = self.saved_config()
+        if saved is not None:
+            old, new = _flatten(saved), _flatten(dict(config))
+            keys = (k for k in old.keys() | new.keys() if k not in RESUME_IGNORES and not k.startswith("eval."))
+            changed = sorted(k for k in keys if old.get(k) != new.get(k))
+            if changed:
+                raise RunDirError(
+                    f"cannot resume {self.path}: the config differs from the one it was started with in "
+                    f"{', '.join(changed)}. Resume with the same overrides, or set train.overwrite=true to start again"
+                )
+        return checkpoint, False
+
+    def write_hydra_files(self, task_cfg: Any) -> None:
+        """Hydra's record of the run (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`), as Hydra writes it.
+
+        `conf/dpo.yaml` sets `hydra.output_subdir: null` so that Hydra writes nothing before the
+        run has claimed its directory; the job calls this once it has. Outside Hydra (a job
+        called from Python) there is nothing to record.
+        """
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if not HydraConfig.initialized():
+            return
+        hydra_cfg = HydraConfig.instance().cfg
+        hydra_dir = self.path / ".hydra"
+        io.write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(task_cfg))
+        io.write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+        io.write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
+
+    def clear(self) -> None:
+        """Remove a previous run's outputs before `train.overwrite=true` reuses the directory."""
+        for name in self.OUTPUTS:
+            io.remove(self / name)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a distributed launch (accelerate, torchrun and submitit set RANK), or a single process.
+
+    Read from the environment, as accelerate does, so that a run can claim its directory
+    before torch is imported.
+    """
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def last_checkpoint(checkpoints: str | Path) -> Path | None:
+    """The newest complete Trainer checkpoint (one with its trainer_state.json), skipping a half-written one."""
+    checkpoints = Path(checkpoints)
+    if not checkpoints.is_dir():
+        return None
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return path
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a Trainer checkpoint cannot be loaded, or None when every file in it reads back whole.
+
+    JSON files must parse, safetensors files must have a readable header and tensors, and
+    torch's `.pt`/`.pth`/`.bin` files (zip archives) must pass their CRC checks: no pickle is
+    unpickled here.
+    """
+    import zipfile
+
+    if not (path / "trainer_state.json").is_file():
+        return "no trainer_state.json"
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        try:
+            if file.suffix == ".json":
+                json.loads(file.read_text(encoding="utf-8"))
+            elif file.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(file), framework="pt") as weights:
+                    for key in weights.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                        weights.get_slice(key)[:]
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(file) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    return f"{file.name}: member {bad} is corrupt"
+        except Exception as err:  # truncated or garbled files raise many types
+            return f"{file.name}: {type(err).__name__}: {err}"
+    return None
+
+
+def usable_checkpoint(checkpoint: Path, explicit: bool) -> Path:
+    """`checkpoint` if it loads, else the newest earlier one that does (with a warning naming each bad one).
+
+    An explicitly requested checkpoint (`train.resume=PATH`) is never swapped for another.
+    """
+    problem = checkpoint_problem(checkpoint)
+    if problem is None:
+        return checkpoint
+    if explicit:
+        raise RunDirError(f"train.resume={checkpoint}: the checkpoint cannot be loaded ({problem})")
+    def step(p: Path) -> int:
+        return int(p.name.split("-")[-1])
+
+    found = [p for p in checkpoint.parent.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    earlier = sorted((p for p in found if step(p) < step(checkpoint)), key=step, reverse=True)
+    log.warning("checkpoint %s cannot be loaded (%s)", checkpoint, problem)
+    for candidate in earlier:
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            log.warning("resuming from the previous good checkpoint, %s", candidate.name)
+            return candidate
+        log.warning("checkpoint %s cannot be loaded either (%s)", candidate, problem)
+    raise RunDirError(
+        f"{checkpoint.parent.parent}: no checkpoint of this run can be loaded (newest: {checkpoint.name}); "
+        "set train.overwrite=true to start again"
+    )
+
+
+def sweep_runs(sweep_dir: str | Path) -> list[RunDir]:
+    """The numbered run directories (`0`, `1`, ...) of a Hydra multirun directory, in number order.
+
+    Raises SweepError for a missing or empty directory, a single run, or one without runs.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise SweepError(
+            f"sweep_dir={sweep_dir}: no such directory; expected a sweep directory written by "
+            "`recipes/dpo.py -m ...` (numbered runs 0, 1, ...)"
+        )
+    found = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if found:
+        return [RunDir(p) for p in found]
+    if (sweep_dir / RunDir.CONFIG).is_file() or (sweep_dir / RunDir.STATUS).is_file():
+        raise SweepError(
+            f"sweep_dir={sweep_dir}: this is a single run directory, not a sweep; pass the sweep "
+            "directory that holds the numbered runs (0, 1, ...)"
+        )
+    if not any(sweep_dir.iterdir()):
+        raise SweepError(
+            f"sweep_dir={sweep_dir}: the directory is empty; expected the numbered runs (0, 1, ...) of "
+            "a sweep (`recipes/dpo.py -m ... hydra.sweep.dir=DIR`)"
+        )
+    raise SweepError(f"sweep_dir={sweep_dir}: not a sweep directory: no numbered run directories (0, 1, ...) in it")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that decide a run's numbers, for `versions.json`."""
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def fingerprint(pairs: Iterable[Any]) -> str:
+    """sha256 over the pairs a run trains on: equal fingerprints mean equal training data."""
+    digest = hashlib.sha256()
+    for p in pairs:
+        digest.update(json.dumps([p.prompt, p.chosen, p.rejected, p.margin], ensure_ascii=False).encode())
+    return digest.hexdigest()

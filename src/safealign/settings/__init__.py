@@ -1,0 +1,259 @@
+"""All config checking, in one layer: a composed Hydra config in, typed settings out.
+
+Why here and only here: every value is checked for type and range before any data or
+model loads, so a typo costs a second, not a model load. Each entry point parses once
+(`parse_pairs`, `parse_train`, `parse_eval`) and passes the typed result on. This module
+imports neither torch nor TRL: the DPOConfig fields it checks against come from a
+snapshot (`trl_fields.json`, compared with the installed TRL by a test).
+
+Defaults live in the YAML files of `conf/` only; the dataclasses below give the types.
+A key that a YAML file lacks is an error naming it, never a silently different default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from .. import objectives
+from ..errors import ConfigError, unknown_key, unknown_name
+from ..losses import check_margins
+from ..pairs import Filters
+from ..templates import TEMPLATES
+from .data import FILTER_KEYS, ON_INVALID, DataConfig, parse_data
+from .eval import (
+    DIMENSIONS,
+    DTYPES,
+    QUANT_METHODS,
+    EvalDataConfig,
+    EvalSettings,
+    GenerationConfig,
+    GuardConfig,
+    JudgeConfig,
+    ScorerConfig,
+    parse_eval,
+)
+from .train import RUN_KEYS, TRL_FIELDS, check_train_values
+from .typed import choice, container, typed
+
+__all__ = [
+    "DIMENSIONS", "DTYPES", "FILTER_KEYS", "ON_INVALID", "PEFT_METHODS", "QUANT_METHODS", "RUN_KEYS", "TRL_FIELDS",
+    "DataConfig", "EvalDataConfig", "EvalSettings", "GenerationConfig", "GuardConfig", "JudgeConfig", "ModelConfig",
+    "PairsSettings", "PeftConfig", "QuantConfig", "RunOptions", "ScorerConfig", "TemplateConfig", "TrainSettings",
+    "check_metric", "fill_missing", "parse_data", "parse_eval", "parse_pairs", "parse_train",
+]  # fmt: skip
+
+PEFT_METHODS = ("lora", "none")
+TRAIN_GROUPS = ("data", "objective", "template", "model", "quant", "peft", "train")
+TOP_LEVEL = ("metric", "eval")  # keys of dpo.yaml beside the training groups
+
+@dataclass
+class ModelConfig:
+    name_or_path: str
+    revision: str | None
+    dtype: str
+    trust_remote_code: bool
+    tiny: dict[str, int] | None = None  # only model=tiny has these two
+    tiny_vocab_size: int | None = None
+
+
+@dataclass
+class QuantConfig:
+    method: str
+
+
+@dataclass
+class PeftConfig:
+    method: str
+    r: int | None = None  # peft=none has no LoRA keys
+    alpha: int | None = None
+    dropout: float | None = None
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class TemplateConfig:
+    name: str
+
+
+@dataclass
+class RunOptions:
+    """The `train` keys that are safealign's, not DPOConfig's: how a run treats its directory."""
+
+    resume: str | None  # auto: continue from the last checkpoint in the run dir; or a checkpoint path
+    overwrite: bool  # allow training into a directory that holds a finished run
+    precompute_ref: bool  # reference log-probs once, cached on disk and shared across runs
+
+
+assert tuple(f.name for f in dataclasses.fields(RunOptions)) == RUN_KEYS
+
+
+@dataclass
+class PairsSettings:
+    """What building pairs needs: the data and the objective."""
+
+    data: DataConfig
+    filters: Filters
+    objective: str
+    options: dict[str, Any]
+
+
+@dataclass
+class TrainSettings(PairsSettings):
+    """A checked training config. `train` holds DPOConfig's keyword arguments (`trainer.dpo_config`)."""
+
+    template: str
+    model: ModelConfig
+    quant: str
+    peft: PeftConfig
+    train: dict[str, Any]
+    run: RunOptions
+    eval: EvalSettings
+    metric: str | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_top_keys(cfg: DictConfig, groups: Sequence[str]) -> None:
+    # `train` may come along with objective=bfpo (it sets train.loss_type) even where unused.
+    valid = [*groups, *TOP_LEVEL, "train"]
+    for key in cfg:
+        if key != "hydra" and key not in valid:
+            raise unknown_key(str(key), valid, "the config")
+    for group in groups:
+        if group not in cfg:
+            raise ConfigError(f"{group}: missing config group; choose one with {group}=NAME")
+
+
+def parse_pairs(cfg: DictConfig, groups: Sequence[str] = ("data", "objective")) -> PairsSettings:
+    """Check what building pairs needs (`data`, `objective`); used by `recipes/pairs.py`."""
+    _check_top_keys(cfg, groups)
+    data, filters = parse_data(cfg.data)
+    objective_cfg = dict(container(cfg.objective, "objective"))
+    name = objective_cfg.pop("name", None)
+    if name not in objectives.OBJECTIVES:
+        raise unknown_name("objective (objective.name)", str(name), objectives.OBJECTIVES)
+    return PairsSettings(data, filters, name, objectives.check_options(name, objective_cfg))
+
+
+def parse_train(cfg: DictConfig) -> TrainSettings:
+    """Check the whole training config; raises ConfigError naming the key, before any data or model loads."""
+    pairs = parse_pairs(cfg, TRAIN_GROUPS)
+    template = choice(typed(TemplateConfig, cfg.template, "template").name, TEMPLATES, "template (template.name)")
+    model = typed(ModelConfig, cfg.model, "model")
+    choice(model.dtype, DTYPES, "dtype (model.dtype)")
+    if model.name_or_path == "tiny" and (model.tiny is None or model.tiny_vocab_size is None):
+        raise ConfigError("model.tiny / model.tiny_vocab_size: model=tiny needs both (see conf/model/tiny.yaml)")
+    quant = choice(typed(QuantConfig, cfg.quant, "quant").method, QUANT_METHODS, "quantization (quant.method)")
+    peft = typed(PeftConfig, cfg.peft, "peft")
+    choice(peft.method, PEFT_METHODS, "PEFT method (peft.method)")
+    if peft.method == "lora":
+        _check_lora(peft)
+    if quant != "none" and peft.method == "none":
+        raise ConfigError(
+            f"quant={quant} with peft=none: a quantized model cannot be fully fine-tuned; use peft=lora, or quant=none"
+        )
+    train = dict(container(cfg.train, "train"))
+    run = _run_options(train)
+    train = check_train_values({k: v for k, v in train.items() if k not in RUN_KEYS})
+    check_margins(pairs.objective, pairs.options, train["loss_type"], train.get("f_divergence_type", "reverse_kl"))
+    ev = parse_eval(cfg.get("eval"))
+    metric = cfg.get("metric")
+    check_metric(metric, test_split=pairs.data.test_split is not None or pairs.data.test_path is not None, ev=ev)
+    return TrainSettings(pairs.data, pairs.filters, pairs.objective, pairs.options, template, model, quant, peft,
+                         train, run, ev, metric)  # fmt: skip
+
+
+def _check_lora(peft: PeftConfig) -> None:
+    for key in ("r", "alpha"):
+        value = getattr(peft, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"peft.{key}: expected an integer >= 1, got {value!r}")
+    if peft.dropout is None or not 0 <= peft.dropout < 1:
+        raise ConfigError(f"peft.dropout: expected a number in [0, 1), got {peft.dropout!r}")
+    if not peft.target_modules:
+        raise ConfigError("peft.target_modules: expected a list of module names (e.g. [q_proj, v_proj]) or all-linear")
+
+
+def _run_options(train: Mapping[str, Any]) -> RunOptions:
+    """safealign's own `train` keys (resume, overwrite, precompute_ref), checked."""
+    given = {k: train[k] for k in RUN_KEYS if k in train}
+    missing = [k for k in RUN_KEYS if k not in given]
+    if missing:
+        raise ConfigError(f"train.{missing[0]}: missing config key (conf/train/default.yaml sets it)")
+    opts = RunOptions(**given)
+    if opts.resume in (False, "false", "none", "null", ""):
+        opts.resume = None
+    if opts.resume is not None and not isinstance(opts.resume, str):
+        raise ConfigError(f"train.resume: expected auto, a checkpoint path or null, got {opts.resume!r}")
+    for key in ("overwrite", "precompute_ref"):
+        if not isinstance(getattr(opts, key), bool):
+            raise ConfigError(f"train.{key}: expected true or false, got {getattr(opts, key)!r}")
+    return opts
+
+
+# ----------------------------------------------------------------------------------------------
+# `metric`
+# ----------------------------------------------------------------------------------------------
+
+METRIC_ROOTS = ("train", "eval", "heldout", "global_step", "train_seconds")
+HELDOUT_STATS = ("accuracy", "margin", "ties", "pairs", "chosen_reward", "rejected_reward", "reference_accuracy",
+                 "available")  # fmt: skip
+
+
+def check_metric(metric: Any, test_split: bool, ev: EvalSettings) -> None:
+    """`metric=` names a number the run will have: checked before training, not after it."""
+    if metric is None:
+        return
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(f"metric: expected a dotted key of the run's metrics, e.g. heldout.harmless.accuracy, "
+                          f"got {metric!r}")  # fmt: skip
+    parts = metric.split(".")
+    if parts[0] not in METRIC_ROOTS:
+        raise unknown_name("metric root (metric=...)", parts[0], METRIC_ROOTS)
+    if parts[0] in ("eval", "heldout") and not test_split:
+        raise ConfigError(f"metric={metric}: this run has no held-out split (data.test_split / data.test_path)")
+    if parts[0] == "heldout":
+        if not ev.after_train:
+            raise ConfigError(f"metric={metric}: needs the held-out evaluation; set eval.after_train=true")
+        if len(parts) != 3:
+            raise ConfigError(f"metric={metric}: expected heldout.DIMENSION.STAT, e.g. heldout.harmless.accuracy")
+        if parts[1] not in ev.dimensions:
+            raise unknown_name("evaluated dimension (metric=heldout.X...)", parts[1], ev.dimensions)
+        choice(parts[2], HELDOUT_STATS, "held-out statistic (metric=heldout.DIMENSION.X)")
+    elif parts[0] in ("global_step", "train_seconds") and len(parts) > 1:
+        raise ConfigError(f"metric={metric}: {parts[0]} is a number, not a group of metrics")
+    elif parts[0] in ("train", "eval") and len(parts) != 2:
+        raise ConfigError(f"metric={metric}: expected {parts[0]}.NAME, e.g. {parts[0]}.{parts[0]}_loss")
+
+
+
+
+# The key that tells which option of a group a saved config holds.
+GROUP_IDENTITY = {"objective": "name", "model": "name_or_path", "peft": "method", "quant": "method",
+                  "template": "name"}  # fmt: skip
+
+
+def fill_missing(saved: Mapping[str, Any], defaults: Mapping[str, Any], top: bool = True) -> dict[str, Any]:
+    """`saved` with the keys it lacks taken from `defaults`; nothing `saved` has is changed.
+
+    For a run written by an older safealign. A group whose saved option differs from the
+    default's (`objective.name: helpful` against `multilevel`) is left alone: the default
+    option's keys do not belong to it.
+    """
+    out = dict(saved)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(out[key], Mapping) and isinstance(default, Mapping):
+            identity = GROUP_IDENTITY.get(key) if top else None
+            if identity is None or out[key].get(identity) == default.get(identity):
+                out[key] = fill_missing(out[key], default, top=False)
+    return out

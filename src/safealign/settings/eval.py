@@ -1,0 +1,176 @@
+"""The `eval` group (conf/eval/default.yaml): held-out dimensions, generation and judges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .data import ON_INVALID, parse_data
+from .typed import choice, typed
+
+QUANT_METHODS = ("nf4", "int8", "none")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+DIMENSIONS = ("helpful", "harmless", "safety_contrast", "severity", "multilevel")
+
+
+@dataclass
+class EvalDataConfig:
+    """Overrides of the run's `data` config for the held-out split; null keeps the run's value.
+
+    `path` or `name` names a new source, so none of the run's source keys carry over (and
+    `verify_sha256` is off unless given); `eval.data.path=FILE` alone evaluates on the rows of
+    FILE. The other keys (e.g. `test_split=validation`) override one key of the run's data.
+    """
+
+    name: str | None
+    config: str | None
+    revision: str | None
+    path: str | None
+    test_path: str | None
+    test_split: str | None
+    on_invalid: str | None
+    verify_sha256: bool | None
+    filters: dict[str, Any] | None
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int
+    do_sample: bool
+    temperature: float
+    top_p: float
+    batch_size: int
+
+
+@dataclass
+class ScorerConfig:
+    """A sequence-classification judge with one scalar output (a reward or a cost model).
+
+    `higher_is_better` orients the score for win rates; a response is unsafe under this judge
+    when its raw score is above `unsafe_above` or below `unsafe_below` (null: this judge does
+    not decide safety). `key_mapping` renames checkpoint weights on load (transformers'
+    `key_mapping`), e.g. `{score_head: score}` for safe-rlhf's LlamaForScore checkpoints.
+    """
+
+    path: str | None
+    revision: str | None
+    template: str
+    higher_is_better: bool
+    unsafe_above: float | None
+    unsafe_below: float | None
+    key_mapping: dict[str, str] | None
+
+
+@dataclass
+class GuardConfig:
+    """A Llama-Guard-style generative safety classifier: it writes "safe" or "unsafe".
+
+    `template: chat` renders (prompt, response) as a user/assistant conversation with the
+    guard tokenizer's chat template (how Llama Guard is prompted); any other value is a format
+    string with `{prompt}` and `{response}`.
+    """
+
+    path: str | None
+    revision: str | None
+    template: str
+    max_new_tokens: int
+
+
+@dataclass
+class JudgeConfig:
+    reward: ScorerConfig
+    cost: ScorerConfig
+    guard: GuardConfig
+    quant: str
+    dtype: str
+    batch_size: int
+    max_length: int
+    trust_remote_code: bool
+
+
+@dataclass
+class EvalSettings:
+    """The checked `eval` group."""
+
+    after_train: bool
+    dimensions: list[str]
+    max_pairs: int | None
+    batch_size: int | None
+    seed: int
+    data: EvalDataConfig
+    generate: bool
+    max_prompts: int
+    generation: GenerationConfig
+    judge: JudgeConfig
+
+
+def parse_eval(node: Any) -> EvalSettings:
+    """Check the `eval` group (conf/eval/default.yaml) before anything loads; errors name the key."""
+    if isinstance(node, EvalSettings):
+        return node
+    if node is None:
+        raise ConfigError("eval: missing config group; add `- eval: default` to the config's defaults")
+    ev: EvalSettings = typed(EvalSettings, node, "eval")
+    _check_eval_values(ev)
+    if ev.data.filters is not None:
+        parse_data({**_default_data(), "filters": ev.data.filters}, "eval.data")
+    for name in ev.dimensions:
+        choice(name, DIMENSIONS, "dimension (eval.dimensions)")
+    choice(ev.judge.quant, QUANT_METHODS, "quantization (eval.judge.quant)")
+    choice(ev.judge.dtype, DTYPES, "dtype (eval.judge.dtype)")
+    if ev.data.on_invalid is not None:
+        choice(ev.data.on_invalid, ON_INVALID, "invalid-row policy (eval.data.on_invalid)")
+    return ev
+
+
+def _default_data() -> dict[str, Any]:
+    return {"name": None, "config": None, "split": "train", "test_split": "test", "revision": None, "path": None,
+            "test_path": None, "on_invalid": "error", "verify_sha256": False}  # fmt: skip
+
+
+def _positive(value: Any, key: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}: expected an integer >= 1{' (or null)' if allow_none else ''}, got {value!r}")
+
+
+def _check_judge_template(template: str, key: str, chat_allowed: bool) -> None:
+    if chat_allowed and template == "chat":
+        return
+    try:
+        template.format(prompt="p", response="r")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"{key}: expected a format string with {{prompt}} and {{response}}, got {template!r}"
+        ) from err
+    if "{response}" not in template:
+        raise ConfigError(f"{key}: the judge template must contain {{response}}, got {template!r}")
+
+
+def _check_eval_values(ev: EvalSettings) -> None:
+    if not ev.dimensions:
+        raise ConfigError(f"eval.dimensions: expected at least one of {', '.join(DIMENSIONS)}")
+    _positive(ev.max_pairs, "eval.max_pairs", allow_none=True)
+    _positive(ev.batch_size, "eval.batch_size", allow_none=True)
+    _positive(ev.max_prompts, "eval.max_prompts")
+    _positive(ev.generation.max_new_tokens, "eval.generation.max_new_tokens")
+    _positive(ev.generation.batch_size, "eval.generation.batch_size")
+    if not ev.generation.temperature > 0:
+        raise ConfigError(f"eval.generation.temperature: expected a number > 0, got {ev.generation.temperature}")
+    if not 0 < ev.generation.top_p <= 1:
+        raise ConfigError(f"eval.generation.top_p: expected a number in (0, 1], got {ev.generation.top_p}")
+    judge = ev.judge
+    _positive(judge.batch_size, "eval.judge.batch_size")
+    _positive(judge.max_length, "eval.judge.max_length")
+    _positive(judge.guard.max_new_tokens, "eval.judge.guard.max_new_tokens")
+    for role in ("reward", "cost"):
+        _check_judge_template(getattr(judge, role).template, f"eval.judge.{role}.template", chat_allowed=False)
+    _check_judge_template(judge.guard.template, "eval.judge.guard.template", chat_allowed=True)
+    for role in ("reward", "cost", "guard"):
+        path = getattr(judge, role).path
+        if path and path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+            raise ConfigError(f"eval.judge.{role}.path: no such directory '{path}'")

@@ -1,0 +1,49 @@
+"""Command-line overrides checked before Hydra sees them, so a typo gets the closest valid name.
+
+Hydra rejects a misspelled group choice (`objective=multilvel`) or key (`train.betta=0.1`)
+too, but without suggesting what was meant. Composing the config here needs only Hydra
+and OmegaConf: a typo is answered without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ..errors import ConfigError, did_you_mean, unknown_key
+
+
+def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str) -> None:
+    """Raise ConfigError for an unknown group choice or key among `argv`'s overrides."""
+    conf_dir = Path(conf_dir)
+    choices, keys = [], []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.startswith(("hydra", "+", "~", "-")) or "," in value:
+            continue
+        if (conf_dir / key).is_dir():
+            options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+            if value not in options:
+                raise ConfigError(
+                    f"{key}={value}: no such {key} config. Valid: {', '.join(options)}.{did_you_mean(value, options)}"
+                )
+            choices.append(arg)
+        elif "." in key:
+            keys.append(key)
+    if not keys:
+        return
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        node: Any = compose(config_name, overrides=choices)
+    for key in keys:
+        parent, here = node, []
+        for part in key.split("."):
+            if not isinstance(parent, DictConfig) or part not in parent:
+                where = ".".join(here) or "the config"
+                valid = list(parent.keys()) if isinstance(parent, DictConfig) else []
+                raise unknown_key(key, valid, where, f" (To add a new key, write +{key}=...)")
+            parent, here = parent[part], [*here, part]

@@ -1,0 +1,137 @@
+"""The `train` group: every key a DPOConfig field, every value of its type and in range.
+
+The DPOConfig fields and their value kinds come from `trl_fields.json`, a snapshot of the
+installed TRL (`python -m safealign.trl_compat` rewrites it; `tests/test_trl_compat.py`
+compares them), so checking a config never imports TRL or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, unknown_key, unknown_name
+from ..losses import LOSS_TYPES
+
+FIELDS_FILE = Path(__file__).parents[1] / "trl_fields.json"
+TRL_FIELDS: dict[str, Any] = json.loads(FIELDS_FILE.read_text(encoding="utf-8"))
+RUN_KEYS = ("resume", "overwrite", "precompute_ref")  # safealign's own `train` keys (settings.RunOptions)
+
+KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+              "list": "a list", "dict": "a mapping", "null": "null"}  # fmt: skip
+
+
+def _kind_ok(value: Any, kinds: Sequence[str]) -> bool:
+    if "any" in kinds:
+        return True
+    checks = {
+        "null": value is None,
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, (list, tuple)),
+        "dict": isinstance(value, Mapping),
+    }
+    return any(checks[k] for k in kinds)
+
+
+def _number(train: Mapping[str, Any], key: str, low: float, *, strict: bool = False, integer: bool = False) -> None:
+    """`train.key`, when set, is a finite number >= low (> low when strict)."""
+    if key not in train or train[key] is None:
+        return
+    value = train[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if integer:
+        ok = ok and isinstance(value, int)
+    if ok:
+        ok = value > low if strict else value >= low
+    if not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(f"train.{key}: expected {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
+def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
+    """Every key a DPOConfig field, every value of the field's type and in range. Returns the keys, normalised."""
+    fields: dict[str, list[str]] = TRL_FIELDS["DPOConfig"]
+    for key, value in train.items():
+        if key in ("output_dir", "precompute_ref_log_probs"):
+            hint = "train.precompute_ref" if key == "precompute_ref_log_probs" else "hydra.run.dir"
+            raise ConfigError(f"train.{key}: set by safealign; use {hint} instead")
+        if key not in fields:
+            raise unknown_key(f"train.{key}", [*fields, *RUN_KEYS], "train (any trl.DPOConfig field)")
+        if key == "bf16":
+            continue  # auto, true or false: checked below
+        if key == "loss_type" and isinstance(value, str):
+            train[key] = value = [value]  # `train.loss_type=sigmoid` from the command line
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and fields[key] == ["str"]:
+            train[key] = value = str(value)  # `train.run_name=1` from the command line
+        if not _kind_ok(value, fields[key]):
+            expected = " or ".join(KIND_NAMES.get(k, k) for k in fields[key])
+            raise ConfigError(f"train.{key}: expected {expected}, got {value!r}")
+    loss = train.get("loss_type", ["sigmoid"])
+    train["loss_type"] = loss = [loss] if isinstance(loss, str) else list(loss)
+    if not loss:
+        raise ConfigError("train.loss_type: expected at least one loss type, e.g. [sigmoid]")
+    for name in loss:
+        if name not in LOSS_TYPES:
+            raise unknown_name("loss type (train.loss_type)", name, LOSS_TYPES)
+    weights = train.get("loss_weights")
+    if weights is not None:
+        if len(weights) != len(loss):
+            raise ConfigError(
+                f"train.loss_weights: {len(weights)} weights for {len(loss)} loss types ({', '.join(loss)}); "
+                "give one weight per loss type, or null for equal weights"
+            )
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+            raise ConfigError(f"train.loss_weights: expected finite numbers, got {weights!r}")
+    _number(train, "beta", 0, strict=True)
+    _number(train, "learning_rate", 0)
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                "logging_steps", "save_steps", "eval_steps"):  # fmt: skip
+        if isinstance(train.get(key), float) and key in ("logging_steps", "save_steps", "eval_steps"):
+            _number(train, key, 0, strict=True)  # a float below 1 is a fraction of the total steps
+        else:
+            _number(train, key, 1, integer=True)
+    _number(train, "max_length", 1, integer=True)
+    _number(train, "num_train_epochs", 0)
+    _number(train, "warmup_steps", 0)
+    _number(train, "weight_decay", 0)
+    _number(train, "max_grad_norm", 0)
+    _number(train, "save_total_limit", 1, integer=True)
+    if "warmup_ratio" in train and train["warmup_ratio"] is not None:
+        _number(train, "warmup_ratio", 0)
+        if train["warmup_ratio"] >= 1:
+            raise ConfigError(f"train.warmup_ratio: expected a number in [0, 1), got {train['warmup_ratio']!r}")
+    max_steps = train.get("max_steps", -1)
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps == 0 or max_steps < -1:
+        raise ConfigError(f"train.max_steps: expected an integer >= 1, or -1 for num_train_epochs, got {max_steps!r}")
+    if max_steps == -1 and train.get("num_train_epochs", 3.0) <= 0:
+        raise ConfigError(
+            f"train.num_train_epochs={train.get('num_train_epochs')} with train.max_steps=-1 trains nothing; "
+            "give num_train_epochs > 0 or max_steps >= 1"
+        )
+    bf16 = train.get("bf16", "auto")
+    if bf16 != "auto" and not isinstance(bf16, bool):
+        raise ConfigError(f"train.bf16: expected auto, true or false, got {bf16!r}")
+    if bf16 is True or train.get("activation_offloading"):
+        _check_device(train)
+    return train
+
+
+def _check_device(train: Mapping[str, Any]) -> None:
+    """Settings the device must support. Only these import torch, and only when they are asked for."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if train.get("activation_offloading") and not cuda:
+        raise ConfigError(
+            "train.activation_offloading=true needs a CUDA GPU (it overlaps copies to host memory with compute "
+            "on CUDA streams); use train.gradient_checkpointing=true on this device"
+        )
+    if train.get("bf16") is True and not (cuda and torch.cuda.is_bf16_supported()):
+        raise ConfigError("train.bf16=true: this device has no bf16 support; use train.bf16=auto or false")
+

@@ -1,0 +1,261 @@
+"""Everything safealign takes from TRL's private internals, in one place.
+
+Why one module: TRL moves its private methods between releases. Each internal used here
+is listed in `INTERNALS`; `check_internals()` runs on import and fails at once, naming
+what moved, instead of failing deep inside a training run (`tests/test_trl_compat.py`
+runs it too). What this module uses:
+
+- `DPOTrainer._prepare_dataset`: TRL's own tokenization (template, EOS, prompt/response
+  boundary, the drop of prompts that fill `max_length`), so held-out scoring sees exactly
+  the token ids training saw;
+- `DataCollatorForPreference`, `add_fused_lm_head`: batching and the log-prob head;
+- `_precompute_ref_logps`, `_precompute_model_hash`, `_compute_loss`,
+  `compute_ref_log_probs`, `_set_signature_columns_if_needed`: the hooks
+  `MarginDPOTrainer` overrides to add a per-pair margin and an on-disk reference cache.
+
+`DPO_FIELDS` (the DPOConfig fields and their value kinds) is read by `safealign.settings`
+from a JSON snapshot, so config checking never imports TRL; the test compares it with
+the installed TRL.
+
+A pair's margin m enters every loss through the reference: adding m/β to the chosen
+reference log-prob turns the log-ratio difference h into h - m/β, so the sigmoid loss
+becomes -log σ(β·h - m), hinge relu(1 - β·h + m), and so on, without copying TRL's loss
+code. The length-normalised losses (`ipo`, `sigmoid_norm`) divide the chosen log-ratio by
+the chosen length, so there the offset is scaled by that length to keep the same meaning:
+the IPO target 1/(2β) moves to (1/2 + m)/β. Pairs without margins never reach this code
+path: `templates.to_dataset` only adds the `margin` column when some margin is non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import trl
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from trl import DPOTrainer
+from trl.trainer import dpo_trainer
+from trl.trainer import utils as trl_utils
+
+from . import io
+from .losses import LENGTH_NORMALISED
+
+log = logging.getLogger(__name__)
+
+# (object, attribute): the private names safealign relies on.
+INTERNALS = (
+    (DPOTrainer, "_prepare_dataset"),
+    (DPOTrainer, "_precompute_ref_logps"),
+    (DPOTrainer, "_compute_loss"),
+    (DPOTrainer, "compute_ref_log_probs"),
+    (DPOTrainer, "_set_signature_columns_if_needed"),
+    (dpo_trainer, "DataCollatorForPreference"),
+    (trl_utils, "add_fused_lm_head"),
+    (trl_utils, "pad"),
+)
+# Attributes DPOTrainer sets on itself in __init__ that the overrides read.
+INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "beta")
+FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def check_internals() -> None:
+    """Fail loudly, naming each missing internal, when the installed TRL moved one."""
+    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in INTERNALS if not hasattr(owner, name)]
+    source = inspect.getsource(DPOTrainer.__init__)
+    missing += [f"DPOTrainer().{name}" for name in INSTANCE_ATTRIBUTES if f"self.{name}" not in source]
+    if missing:
+        raise ImportError(
+            f"safealign needs TRL internals that trl {trl.__version__} does not have: {', '.join(missing)}. "
+            "Install the TRL version pyproject.toml pins, or update safealign/trl_compat.py."
+        )
+
+
+check_internals()
+# TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5 deprecates; the warning
+# is about TRL's code, not anything a user set, so it is not shown.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+DataCollatorForPreference = dpo_trainer.DataCollatorForPreference
+add_fused_lm_head = trl_utils.add_fused_lm_head
+pad = trl_utils.pad
+
+
+def field_kinds(cls: type) -> dict[str, list[str]]:
+    """The value kinds (bool, int, float, str, list, dict, null, any) each init field of a config class takes."""
+    out: dict[str, list[str]] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        text = str(f.type).replace("typing.", "").replace("Literal[False]", "bool")
+        while "[" in text:  # list[float] is a list: drop what the brackets say about the items
+            text = re.sub(r"\[[^\[\]]*\]", "", text)
+        kinds = [k for k in ("bool", "int", "float", "str", "list", "dict") if re.search(rf"\b{k}\b", text)]
+        if "Strategy" in text or "SchedulerType" in text or "OptimizerNames" in text:
+            kinds.append("str")
+        if "None" in text:
+            kinds.append("null")
+        if not kinds or "ParallelismConfig" in text:
+            kinds = ["any"]
+        out[f.name] = sorted(set(kinds))
+    return out
+
+
+def fields_snapshot() -> dict[str, Any]:
+    """What `trl_fields.json` holds for the installed TRL (regenerate with `python -m safealign.trl_compat`)."""
+    return {"trl": trl.__version__, "DPOConfig": field_kinds(trl.DPOConfig), "SFTConfig": field_kinds(trl.SFTConfig)}
+
+
+class _TokenizerHolder:
+    """What `DPOTrainer._prepare_dataset` reads from the trainer: only its tokenizer."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+
+def prepare_dataset(dataset: Any, tokenizer: Any, args: Any, name: str) -> Any:
+    """TRL's own preprocessing of a preference dataset, without building a trainer."""
+    return DPOTrainer._prepare_dataset(_TokenizerHolder(tokenizer), dataset, tokenizer, args, name)
+
+
+def sequence_logps(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any]:
+    """Summed log-probs of the completion tokens, and their number, as TRL computes them in training
+    (the model must carry TRL's fused log-prob head, `add_fused_lm_head`)."""
+    input_ids = batch["input_ids"].to(device)
+    completion_mask = batch["completion_mask"].to(device)
+    labels = input_ids.masked_fill(completion_mask == 0, -100)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=batch["attention_mask"].to(device),
+        labels=labels,
+        use_cache=False,
+        fused_lm_head=True,
+    )
+    per_token = out.log_probs[:, -(completion_mask.size(1) - 1) :]
+    return per_token.sum(dim=1).double().cpu(), completion_mask[:, 1:].sum(dim=1).cpu()
+
+
+@dataclass
+class MarginCollator(DataCollatorForPreference):
+    """TRL's preference collator, passing the `margin` column through as a tensor."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().torch_call(examples)
+        if "margin" in examples[0]:
+            batch["margin"] = torch.tensor([e["margin"] for e in examples], dtype=torch.float32)
+        return batch
+
+
+def content_hash(dataset: Any, columns: tuple[str, ...] = ("prompt_ids", "chosen_ids", "rejected_ids")) -> str:
+    """sha256 of the token ids of a tokenized preference dataset, read straight from Arrow buffers."""
+    digest = hashlib.sha256()
+    table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
+    for column in columns:
+        array = table.column(column).combine_chunks()
+        digest.update(column.encode())
+        digest.update(array.offsets.to_numpy().tobytes())
+        digest.update(array.values.to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+class MarginDPOTrainer(DPOTrainer):
+    """`DPOTrainer` that folds a per-pair `margin` into the chosen reference log-prob.
+
+    With `ref_cache_dir`, precomputed reference log-probs are cached on disk, keyed by the
+    hash of the reference weights that TRL computes for its own precompute, the exact token
+    ids (so the data, template and truncation) and the settings that change the numbers, and
+    reused by later runs, e.g. the other runs of a sweep that vary only β or the learning rate.
+    A cache file that cannot be read is a derived file: it is rebuilt, with a warning.
+    """
+
+    def __init__(self, *args: Any, ref_cache_dir: str | Path | None = None, **kwargs: Any) -> None:
+        self._ref_cache_dir = Path(ref_cache_dir) if ref_cache_dir else None
+        self.ref_cache_hits: list[str] = []
+        train_dataset = kwargs.get("train_dataset")
+        self._has_margin = train_dataset is not None and "margin" in train_dataset.column_names
+        args_ = kwargs.get("args")
+        if self._has_margin and kwargs.get("data_collator") is None:
+            kwargs["data_collator"] = MarginCollator(
+                pad_token_id=kwargs["processing_class"].pad_token_id,
+                max_length=args_.max_length,
+                truncation_mode=args_.truncation_mode,
+                pad_to_multiple_of=args_.pad_to_multiple_of,
+            )
+        super().__init__(*args, **kwargs)
+        if self._has_margin:
+            # From here on the reference log-probs always travel in the batch: TRL's
+            # precomputed ones, or computed per batch in `_compute_loss` below.
+            self.precompute_ref_logps = True
+
+    def _ref_cache_path(self, dataset: Any) -> Path | None:
+        if self._ref_cache_dir is None:
+            return None
+        key = json.dumps([self._precompute_model_hash, content_hash(dataset), self.args.max_length,
+                          self.args.truncation_mode, self.args.ld_alpha, self.args.pad_to_multiple_of,
+                          self.args.bf16, self.args.fp16, self.accelerator.device.type])  # fmt: skip
+        return self._ref_cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+
+    def _load_cached(self, path: Path, rows: int) -> dict[str, Any] | None:
+        try:
+            cached = load_file(path)
+            if all(cached[c].shape == (rows,) for c in REF_COLUMNS):
+                return cached
+            problem = "it holds another number of rows"
+        except (OSError, SafetensorError, KeyError, ValueError) as err:
+            problem = str(err)
+        log.warning("reference log-prob cache %s is unusable (%s); computing it again", path, problem)
+        return None
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        path = self._ref_cache_path(dataset)
+        cached = self._load_cached(path, len(dataset)) if path is not None and path.exists() else None
+        if cached is not None:
+            self.ref_cache_hits.append(name)
+            for column in REF_COLUMNS:
+                dataset = dataset.add_column(column, cached[column].tolist())
+            return dataset
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if path is not None and self.accelerator.is_main_process:
+            tensors = {c: torch.tensor(dataset[c], dtype=torch.float32) for c in REF_COLUMNS}
+            with io.atomic_path(path) as tmp:
+                save_file(tensors, tmp)
+        return dataset
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self._has_margin and "margin" not in self._signature_columns:
+            self._signature_columns.append("margin")
+
+    def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "margin"})
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        if "margin" not in inputs:
+            return super()._compute_loss(model, inputs, return_outputs)
+        inputs = dict(inputs)
+        margin = inputs.pop("margin")
+        if "ref_chosen_logps" not in inputs:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+            inputs["ref_rejected_logps"] = ref_rejected
+        else:
+            ref_chosen = inputs["ref_chosen_logps"]
+        offset = margin.to(ref_chosen.device, ref_chosen.dtype) / self.beta
+        if LENGTH_NORMALISED & set(self.loss_types):
+            chosen_mask = inputs["completion_mask"].chunk(2, dim=0)[0]
+            offset = offset * chosen_mask.sum(dim=1).clamp(min=1).to(offset.dtype)
+        inputs["ref_chosen_logps"] = ref_chosen + offset
+        return super()._compute_loss(model, inputs, return_outputs)
+
+
+if __name__ == "__main__":  # regenerate the snapshot after upgrading TRL
+    io.write_json(FIELDS_FILE, fields_snapshot())
+    print(f"wrote {FIELDS_FILE}")
