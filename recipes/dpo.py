@@ -19,8 +19,7 @@ from safealign.cli import check_argv, run_recipe
 def main(cfg: DictConfig) -> float | None:
     from safealign.jobs import dpo
 
-    metrics = run_recipe(dpo.run, cfg, status=True)
-    return dpo.select_metric(metrics, cfg.metric)  # the number a sweeper such as Optuna optimises
+    return run_recipe(dpo.run_for_sweeper, cfg, status=True)  # `metric=`'s value, for sweepers such as Optuna
 
 
 if __name__ == "__main__":

@@ -156,3 +156,76 @@ def test_a_dead_running_run_reads_interrupted_and_resumes_as_usual(tmp_path):
     checkpoint = _checkpoint(tmp_path / "checkpoints", 4)
     (tmp_path / "config.yaml").write_text("a: 1\n")
     assert run.claim({"a": 1}, "auto", False) == (checkpoint, False)
+
+
+def test_two_runs_never_share_a_run_directory(tmp_path):
+    run = RunDir(tmp_path)
+    with run.lock():
+        assert json.loads((tmp_path / RunDir.LOCK).read_text())["pid"] == __import__("os").getpid()
+        other = subprocess.run(
+            [sys.executable, "-c", f"from safealign.rundir import RunDir\nwith RunDir({str(tmp_path)!r}).lock(): pass"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert other.returncode == 1 and "is in use by another job" in other.stderr and ".lock" in other.stderr
+    assert not (tmp_path / RunDir.LOCK).exists()  # released
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_another_hosts_is_refused(tmp_path):
+    import socket
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)  # fmt: skip
+    (tmp_path / RunDir.LOCK).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+    with RunDir(tmp_path).lock():
+        pass
+    (tmp_path / RunDir.LOCK).write_text(json.dumps({"pid": 1, "host": "another-node"}))
+    with pytest.raises(RunDirError, match="pid 1 on another-node"), RunDir(tmp_path).lock():
+        pass
+    with RunDir(tmp_path).lock(main=False):  # other ranks follow rank 0's lock
+        pass
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    run = RunDir(tmp_path)
+    (tmp_path / RunDir.FINGERPRINT).write_text(json.dumps({"train_pairs": 256, "train_sha256": "a"}))
+    run.check_same_data({"train_pairs": 256, "train_sha256": "a"})
+    with pytest.raises(RunDirError, match="its data changed since it started"):
+        run.check_same_data({"train_pairs": 250, "train_sha256": "b"})
+
+
+def test_a_refused_resume_in_a_sweep_keeps_the_runs_record(tmp_path):
+    sweep = tmp_path / "sweep"
+    run = sweep / "0"
+    files = finished_run(run)
+    (run / "status.json").write_bytes(b'{"status": "interrupted", "error": "interrupted by SIGTERM at step 7"}\n')
+    files["status.json"] = (run / "status.json").read_bytes()
+    (run / "checkpoints" / "checkpoint-96" / "trainer_state.json").unlink()
+    _checkpoint(run / "checkpoints", 7)
+    files = snapshot(run)
+    out = subprocess.run(
+        [sys.executable, "recipes/dpo.py", "-m", "objective.gamma=0.5", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 1 and "cannot resume" in out.stdout + out.stderr
+    after = snapshot(run)
+    after.pop("dpo.log", None)
+    assert after == files
+
+
+def test_non_finite_objective_options_are_refused():
+    from safealign.errors import ConfigError
+    from safealign.settings import parse_pairs
+
+    for override in ("objective.gamma=inf", "objective.gamma=nan"):
+        with pytest.raises(ConfigError, match=r"objective\.gamma: expected a finite number"):
+            parse_pairs(compose("pairs", [override]))
+    with pytest.raises(ConfigError, match=r"objective\.alpha: expected a finite number"):
+        parse_pairs(compose("pairs", ["objective=bfpo", "objective.alpha=-inf"]))
+
+
+def test_evaluating_a_sweep_with_nothing_finished_fails(tmp_path):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "status.json").write_text('{"status": "failed", "error": "x"}')
+    out = subprocess.run([sys.executable, "recipes/evaluate.py", f"run_dir={tmp_path}"], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)  # fmt: skip
+    assert out.returncode == 1 and "no finished run (status done) to evaluate" in out.stderr

@@ -189,14 +189,16 @@ def test_a_live_job_is_refused(tmp_path, overwrite):
         sleeper.wait()
 
 
-@pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b'{"status": "do', b"[1, 2]", b""])
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage", b'{"status": "do', b"[1, 2]", b"", b"{}",
+                                     b'{"status": null}', b'{"status": "Done"}', b'{"status": 5}'])  # fmt: skip
 def test_an_unreadable_status_is_an_error_not_a_retrain(tmp_path, content):
     run = finished_run(tmp_path / "run")
     (run / RunDir.STATUS).write_bytes(content)
     before = snapshot(run)
-    assert RunDir(run).status() == {"status": "unknown"} and RunDir(run).state() == "unknown"
+    assert RunDir(run).state() == "unknown"
     for resume, overwrite in (("auto", False), (None, False), ("auto", True)):
-        with pytest.raises(RunDirError, match=r"status.json is unreadable, so whether .* holds a finished run is "
+        with pytest.raises(RunDirError, match=r"status.json is unreadable or holds no known status \(running, "
+                                              r"failed, interrupted, done\), so whether .* holds a finished run is "
                                               r"unknown; fix or remove that file"):  # fmt: skip
             RunDir(run).claim(CONFIG, resume, overwrite)
     assert snapshot(run) == before

@@ -129,11 +129,13 @@ def run_recipe(job: Callable[[DictConfig, Path], Any], cfg: DictConfig, status: 
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, err: BaseException) -> None:
-    """Mark a sweep run failed, with its overrides, unless it holds a status it must keep (a finished
-    or a live run)."""
+    """Mark a sweep run that failed before it wrote a status of its own (a config or data error) failed,
+    with its overrides; a directory that holds a run's status is never rewritten."""
+    from .errors import RunDirError
     from .rundir import RunDir
 
     run = RunDir(run_dir)
-    if run.state() in (None, "failed", "interrupted"):
-        run.write_hydra_files(cfg)
-        run.write_status("failed", error=f"{type(err).__name__}: {err}")
+    if isinstance(err, RunDirError) or run.state() is not None:
+        return  # a refused directory, or one whose own status already says what happened
+    run.write_hydra_files(cfg)
+    run.write_status("failed", error=f"{type(err).__name__}: {err}")

@@ -70,21 +70,24 @@ def read_run(run: RunDir) -> RunSummary:
     summary = RunSummary(run.name, run.path, run.state() or "unknown (no status.json)", status.get("error"))
     try:
         cfg = run.saved_config() or {}
-    except (OSError, ValueError):
+    except Exception:  # unreadable YAML: the table says what it can without it
         cfg = {}
     summary.objective = (cfg.get("objective") or {}).get("name") if isinstance(cfg, dict) else None
     try:
         summary.overrides = run.overrides()
-    except (OSError, ValueError):
+    except Exception:
         summary.overrides = []
     if summary.objective is None:  # a run that failed before it saved its config
         summary.objective = next((o.split("=", 1)[1] for o in summary.overrides if o.startswith("objective=")), None)
-    metrics = run.read_json(RunDir.METRICS) or {}
+    metrics = run.read_json(RunDir.METRICS)
+    metrics = metrics if isinstance(metrics, dict) else {}
     summary.train_loss = (metrics.get("train") or {}).get("train_loss")
     summary.train_seconds = metrics.get("train_seconds")
     summary.global_step = metrics.get("global_step")
     summary.log_history = metrics.get("log_history") or []
-    summary.evaluation = run.read_json(RunDir.EVAL)
+    evaluation = run.read_json(RunDir.EVAL)
+    # A failed or unfinished run's eval.json is a previous attempt's: its numbers are not this run's.
+    summary.evaluation = evaluation if isinstance(evaluation, dict) and summary.status == "done" else None
     return summary
 
 
@@ -282,4 +285,5 @@ def compare(sweep_dir: str | Path) -> list[RunSummary]:
         if run.state != "done":
             log.warning("run %s: %s", run.name, run.state)
     log.info("%s\n%s", sweep_dir, markdown)
+    log.info("wrote %s", ", ".join(str(sweep_dir / name) for name in COMPARISON_FILES))
     return summaries

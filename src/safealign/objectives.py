@@ -11,6 +11,7 @@ A pair's `margin` enters the DPO loss as an offset, `-log σ(β·h - margin)` (s
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -171,6 +172,8 @@ def check_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
         ):
             raise ConfigError(f"objective.{key}: expected {type(default).__name__}, got {value!r}")
         out[key] = float(value) if isinstance(default, float) else value
+        if isinstance(default, float) and not math.isfinite(out[key]):
+            raise ConfigError(f"objective.{key}: expected a finite number, got {value!r}")
     for key in ("gamma", "delta"):
         if key in out and not out[key] >= 0:  # also refuses NaN
             raise ConfigError(f"objective.{key}: expected a value >= 0, got {out[key]}")

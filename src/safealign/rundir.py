@@ -9,12 +9,13 @@ directory in use by a live process is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ PACKAGES = ("safealign", "torch", "transformers", "trl", "datasets", "peft", "bi
 RESUME_IGNORES = ("train.resume", "train.overwrite", "train.precompute_ref", "metric")
 
 UNFINISHED = ("running", "failed", "interrupted")
+STATES = (*UNFINISHED, "done")
 log = logging.getLogger("safealign")
 
 
@@ -46,6 +48,7 @@ class RunDir:
     ADAPTER = "adapter"
     CHECKPOINTS = "checkpoints"
     HYDRA_OVERRIDES = ".hydra/overrides.yaml"
+    LOCK = ".lock"  # held while a process trains in the directory
     # What a training run produces: removed before `train.overwrite=true` trains again.
     OUTPUTS = (METRICS, EVAL, GENERATIONS, PAIR_REPORT, FINGERPRINT, ADAPTER, CHECKPOINTS)
 
@@ -83,7 +86,9 @@ class RunDir:
         status = self.status()
         if status is None:
             return None
-        state = status.get("status", "unknown")
+        state = status.get("status")
+        if state not in STATES:
+            return "unknown"
         if state == "running" and self._owner_dead(status):
             return "interrupted"
         return state
@@ -139,11 +144,11 @@ class RunDir:
         rank 0 may already have marked the run running.
         """
         status = self.status()
-        state = status.get("status") if status else None
-        if state == "unknown" and (self / self.STATUS).exists():
+        state = status.get("status") if status is not None else None
+        if status is not None and state not in STATES:
             raise RunDirError(
-                f"{self / self.STATUS} is unreadable, so whether {self.path} holds a finished run is unknown; "
-                "fix or remove that file, or choose another hydra.run.dir"
+                f"{self / self.STATUS} is unreadable or holds no known status ({', '.join(STATES)}), so whether "
+                f"{self.path} holds a finished run is unknown; fix or remove that file, or choose another hydra.run.dir"
             )
         if main and state == "running" and status is not None and self._owner_alive(status):
             raise RunDirError(f"{self.path} is in use by a running job (pid {status.get('pid')}); "
@@ -170,7 +175,10 @@ class RunDir:
                 f"{self.path} holds an unfinished run with checkpoint {checkpoint.name}; resume it with "
                 "train.resume=auto, or set train.overwrite=true to start again"
             )
-        saved = self.saved_config()
+        try:
+            saved = self.saved_config()
+        except Exception as err:  # yaml raises its own error types
+            raise RunDirError(f"cannot resume {self.path}: its {self.CONFIG} is unreadable ({err})") from err
         if saved is not None:
             old, new = _flatten(saved), _flatten(dict(config))
             keys = (k for k in old.keys() | new.keys() if k not in RESUME_IGNORES and not k.startswith("eval."))
@@ -181,6 +189,50 @@ class RunDir:
                     f"{', '.join(changed)}. Resume with the same overrides, or set train.overwrite=true to start again"
                 )
         return checkpoint, False
+
+    @contextlib.contextmanager
+    def lock(self, main: bool = True) -> Iterator[None]:
+        """Hold `.lock` in the directory while a run uses it, so that two processes never train into one
+        directory (two runs started in the same second get the same Hydra run directory).
+
+        A lock left by a dead process on this host is taken over; one held by another host, or a
+        live process, is refused. Only the main process locks; other ranks follow it.
+        """
+        if not main:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / self.LOCK
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, io.file_mode())
+            except FileExistsError:
+                owner = io.read_json_or_none(path) or {}
+                if self._owner_dead(owner) or owner.get("pid") == os.getpid():
+                    path.unlink(missing_ok=True)  # left by a process that is gone
+                    continue
+                raise RunDirError(
+                    f"{self.path} is in use by another job (pid {owner.get('pid', '?')} on {owner.get('host', '?')}); "
+                    f"choose another hydra.run.dir, or remove {path} if that job is gone"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            break
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def check_same_data(self, fingerprint: Mapping[str, Any]) -> None:
+        """Refuse to resume on other data than the run started with (same config, changed files)."""
+        saved = self.read_json(self.FINGERPRINT)
+        if isinstance(saved, dict) and saved and dict(saved) != dict(fingerprint):
+            raise RunDirError(
+                f"cannot resume {self.path}: its data changed since it started ({self.FINGERPRINT} differs: "
+                f"{saved.get('train_pairs')} -> {fingerprint.get('train_pairs')} train pairs). Restore the data, or "
+                "set train.overwrite=true to start again"
+            )
 
     def write_hydra_files(self, task_cfg: Any) -> None:
         """Hydra's record of the run (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`), as Hydra writes it.

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 def has_bf16() -> bool:
@@ -40,8 +41,17 @@ def dpo_config(train: Mapping[str, Any], output_dir: str | Path, precompute_ref:
             kwargs[new] = kwargs.pop(old)
     try:
         args = DPOConfig(output_dir=str(output_dir), **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"train: {err}") from err
+    except (TypeError, ValueError) as err:  # e.g. "bogus is not a valid SchedulerType": name the key
+        head = str(err).split(" is")[0]
+        named = [k for k, v in kwargs.items() if isinstance(v, (str, int, float)) and f"{v}" in head]
+        raise ConfigError(f"train.{named[0]}: {err}" if len(named) == 1 else f"train: {err}") from err
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    unknown = [r for r in (args.report_to or []) if r not in INTEGRATION_TO_CALLBACK and r not in ("all", "none")]
+    if unknown:
+        valid = [*sorted(INTEGRATION_TO_CALLBACK), "all", "none"]
+        raise ConfigError(f"train.report_to: unknown integration {unknown[0]!r}. Valid: {', '.join(valid)}."
+                          f"{did_you_mean(unknown[0], valid)}")  # fmt: skip
     args.precompute_ref_log_probs = precompute_ref
     return args
 
@@ -83,6 +93,24 @@ class StopOnSignal(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class ProgressLog(ProgressCallback):
+    """transformers' progress bar, with each log line written as numbers (`loss=1.013 ...`), not a dict of strings."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        shown = {k: v for k, v in logs.items() if k != "total_flos" and isinstance(v, (int, float))}
+        line = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+        self.training_bar.write(f"step {state.global_step}/{state.max_steps}  {line}")
+
+
+def use_progress_log(trainer: Any) -> None:
+    """Swap the Trainer's progress callback for `ProgressLog` (when it shows progress at all)."""
+    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(ProgressLog())
 
 
 def model_summary(model: Any, name_or_path: str, quant: str, peft: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ its baseline scores a response by its length-normalised log-likelihood under the
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from .dimensions import Dimension, EvalPair
 
 
 def _win(diff: float) -> float:
-    """1 when chosen scores higher, 1/2 on a tie, 0 otherwise."""
+    """1 when chosen scores higher, 1/2 on a tie, 0 otherwise; NaN (a diverged model) stays NaN, never a loss."""
+    if math.isnan(diff):
+        return math.nan
     return 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
 
 

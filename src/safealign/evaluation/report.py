@@ -48,6 +48,8 @@ def saved_settings(run: RunDir) -> TrainSettings:
         saved = fill_missing(saved, defaults)
     except Exception:  # no conf/ beside the package, or overrides that no longer compose
         pass
+    if isinstance(saved.get("train"), dict) and saved["train"].get("bf16") is True:
+        saved["train"]["bf16"] = "auto"  # trained in bf16 elsewhere: evaluate with what this device has
     return parse_train(OmegaConf.create(saved))
 
 
@@ -62,17 +64,17 @@ def load_run(run_dir: str | Path) -> TrainSettings:
         raise EvaluationError(
             f"run_dir={run_dir}: no such directory; expected a training run directory holding {RUN_FILES}"
         )
-    if not (run / RunDir.CONFIG).is_file():
-        raise EvaluationError(
-            f"run_dir={run_dir}: not a run directory (no config.yaml); expected {RUN_FILES}. "
-            "For a sweep, pass the sweep directory or one of its numbered runs."
-        )
     state = run.state()
     if state is not None and state != "done":
         error = (run.status() or {}).get("error")
         raise EvaluationError(
             f"run_dir={run_dir}: the run's status is '{state}'{f' ({error})' if error else ''}; only a finished "
             "run (status done) can be evaluated"
+        )
+    if not (run / RunDir.CONFIG).is_file():
+        raise EvaluationError(
+            f"run_dir={run_dir}: not a run directory (no config.yaml); expected {RUN_FILES}. "
+            "For a sweep, pass the sweep directory or one of its numbered runs."
         )
     try:
         settings = saved_settings(run)
@@ -149,10 +151,11 @@ def generation_eval(
 
 def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
     """Evaluate one finished run and write `RUN_DIR/eval.json` (and `generations.jsonl`); returns the report."""
-    from ..trainer import dpo_config
-
     run = RunDir(run_dir)
     settings = load_run(run.path)
+
+    from ..trainer import dpo_config
+
     dpo = dpo_config(settings.train, run / RunDir.CHECKPOINTS)
     rows, filters = load_heldout(settings, ev)
     start = time.perf_counter()
@@ -173,7 +176,8 @@ def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
     models.policy = models.reference_model = None
     release_memory()
     io.write_json(run / RunDir.EVAL, report)
-    log.info("%s\n%s", run, format_report(report))
+    written = [run / RunDir.EVAL] + ([run / RunDir.GENERATIONS] if ev.generate else [])
+    log.info("%s\n%s\nwrote %s", run, format_report(report), ", ".join(map(str, written)))
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,39 +41,69 @@ class Pairs:
 
 
 def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train one run into `run_dir`; `callbacks` are extra `transformers.TrainerCallback`s (e.g. timers)."""
+    """Train one run into `run_dir`; `callbacks` are extra `transformers.TrainerCallback`s (e.g. timers).
+
+    Nothing of a previous run in `run_dir` is touched until everything that can be checked
+    before training has been: settings, the directory's state, TRL's own DPOConfig checks,
+    the data, the tokenizer and template, and the model.
+    """
     settings = parse_train(cfg)  # every value checked: nothing is loaded yet, torch included
     run_dir, main = RunDir(run_dir), is_main_process()  # main: rank 0 under accelerate / torchrun
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
-    pairs = load_pairs(settings)  # the data is checked before anything of a previous run is removed
+    with run_dir.lock(main):  # one process at a time in a run directory
+        checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
 
-    from ..trainer import dpo_config
-    from .evaluate import after_training
+        from ..trainer import StopOnSignal, dpo_config
+        from .evaluate import after_training
 
-    args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
-    if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
-        checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
-    if main:
-        if clear:
-            run_dir.clear()
-        run_dir.mark_running()
-        run_dir.write_hydra_files(cfg)
-        io.write_text(run_dir / RunDir.CONFIG, OmegaConf.to_yaml(resolved))
-        io.write_json(run_dir / RunDir.VERSIONS, package_versions())
-        io.write_json(run_dir / RunDir.FINGERPRINT, {
-            "train_pairs": len(pairs.train), "train_sha256": fingerprint(pairs.train),
-            "test_pairs": len(pairs.test), "test_sha256": fingerprint(pairs.test),
-        })  # fmt: skip
+        args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
+        pairs = load_pairs(settings)
+        if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
+            checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
+            run_dir.check_same_data(data_fingerprint(pairs))
+        stop = StopOnSignal()
+        trainer = build_trainer(settings, args, pairs, [stop, *callbacks])
+        if main:
+            start(run_dir, cfg, resolved, pairs, clear, checkpoint)
 
-    with status_of(run_dir, main):
-        metrics = train(settings, args, pairs, run_dir, checkpoint, main, callbacks)
+        with status_of(run_dir, main):
+            metrics = train(trainer, stop, settings, run_dir, checkpoint, main)
 
-    if main:
-        heldout = after_training(run_dir.path, settings.eval, args.world_size)
-        if heldout is not None:
-            metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
+        if main:
+            heldout = after_training(run_dir.path, settings.eval, args.world_size)
+            if heldout is not None:
+                metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
+            written = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.path.iterdir()
+                             if not p.name.startswith("."))  # fmt: skip
+            log.info("done: %s (%s)", run_dir, ", ".join(written))
     return metrics
+
+
+def run_for_sweeper(cfg: DictConfig, run_dir: str | Path) -> float | None:
+    """`run`, returning the number a sweeper such as Optuna optimises (`metric=`; None without one)."""
+    return select_metric(run(cfg, run_dir), cfg.get("metric"))
+
+
+def data_fingerprint(pairs: Pairs) -> dict[str, Any]:
+    return {"train_pairs": len(pairs.train), "train_sha256": fingerprint(pairs.train),
+            "test_pairs": len(pairs.test), "test_sha256": fingerprint(pairs.test)}  # fmt: skip
+
+
+def start(run_dir: RunDir, cfg: DictConfig, resolved: Any, pairs: Pairs, clear: bool, checkpoint: Path | None) -> None:
+    """Everything checked: replace a previous run's outputs (`train.overwrite`) and record this run."""
+    if clear:
+        run_dir.clear()
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+    run_dir.mark_running()
+    run_dir.write_hydra_files(cfg)
+    io.write_text(run_dir / RunDir.CONFIG, OmegaConf.to_yaml(resolved))
+    io.write_json(run_dir / RunDir.VERSIONS, package_versions())
+    io.write_json(run_dir / RunDir.FINGERPRINT, data_fingerprint(pairs))
+    io.write_json(run_dir / RunDir.PAIR_REPORT, {
+        "train": pairs.train_report.to_dict(),
+        "test": pairs.test_report.to_dict() if pairs.test_report else None,
+    })  # fmt: skip
 
 
 def load_pairs(s: TrainSettings) -> Pairs:
@@ -107,22 +138,18 @@ def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
         run_dir.write_status("done")
 
 
-def train(
-    s: TrainSettings, args: Any, pairs: Pairs, run_dir: RunDir, checkpoint: Path | None, main: bool,
-    callbacks: Sequence[Any] = (),
-) -> dict[str, Any]:  # fmt: skip
-    """Load the model, train, save the adapter and metrics.json; returns the metrics."""
+def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any]) -> Any:
+    """The tokenizer (the template checked against it), the model, and TRL's DPOTrainer with margins."""
     from ..modeling import load_model, load_tokenizer
     from ..templates import check_template, to_dataset
     from ..tiny import cache_dir
-    from ..trainer import StopOnSignal, model_summary
+    from ..trainer import use_progress_log
     from ..trl_compat import MarginDPOTrainer
 
     tokenizer = load_tokenizer(s.model)
     check_template(s.template, tokenizer)  # before the weights load
     loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing)
     with_margin = any(p.margin for p in pairs.train + pairs.test)
-    stop = StopOnSignal()
     trainer = MarginDPOTrainer(
         model=loaded.model,
         ref_model=loaded.ref_model,
@@ -131,19 +158,23 @@ def train(
         eval_dataset=to_dataset(pairs.test, s.template, with_margin) if pairs.test else None,
         processing_class=loaded.tokenizer,
         peft_config=loaded.peft_config,
-        callbacks=[stop, *callbacks],
+        callbacks=list(callbacks),
         ref_cache_dir=cache_dir() / "ref_logps",
     )
+    use_progress_log(trainer)
     # TRL drops pairs whose prompt alone fills max_length; count them like every other drop.
     count_too_long(pairs.train_report, len(pairs.train), trainer.train_dataset, s, args, "train")
     if pairs.test_report is not None and trainer.eval_dataset is not None:
         count_too_long(pairs.test_report, len(pairs.test), trainer.eval_dataset, s, args, "test")
-    if main:
-        io.write_json(run_dir / RunDir.PAIR_REPORT, {
-            "train": pairs.train_report.to_dict(),
-            "test": pairs.test_report.to_dict() if pairs.test_report else None,
-        })  # fmt: skip
     log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
+    return trainer
+
+
+def train(
+    trainer: Any, stop: Any, s: TrainSettings, run_dir: RunDir, checkpoint: Path | None, main: bool
+) -> dict[str, Any]:
+    """Train, save the adapter and metrics.json; returns the metrics. A run whose loss is not finite fails."""
+    from ..trainer import model_summary
 
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -154,11 +185,18 @@ def train(
         "global_step": trainer.state.global_step,
         "train_seconds": time.perf_counter() - start,
         "resumed_from": checkpoint.name if checkpoint else None,
-        "world_size": args.world_size,
+        "world_size": trainer.args.world_size,
         "ref_cache_hits": trainer.ref_cache_hits,
         "model": model_summary(trainer.model, s.model.name_or_path, s.quant, s.peft.method),
     }
-    if pairs.test:
+    bad = {k: v for k, v in result.metrics.items() if isinstance(v, float) and not math.isfinite(v)
+           and (k == "train_loss" or k.startswith(("rewards/", "logps/")))}  # fmt: skip
+    if bad:
+        raise SafealignError(
+            f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} (check train.beta, "
+            "train.learning_rate and the objective's margins); the adapter was not saved"
+        )
+    if trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()
     metrics["log_history"] = trainer.state.log_history
     trainer.save_model(str(run_dir / RunDir.ADAPTER))
@@ -193,4 +231,6 @@ def select_metric(metrics: dict[str, Any] | None, key: str | None) -> float | No
             valid = sorted(k for k, v in metrics.items() if not isinstance(v, list))
             raise SafealignError(f"metric={key}: no '{part}' in the run's metrics. Top-level keys: {', '.join(valid)}")
         node = node[part]
+    if not isinstance(node, (int, float)) or isinstance(node, bool):
+        raise SafealignError(f"metric={key}: the run's value is {node!r}, not a number (a dimension with no pairs?)")
     return float(node)

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError, NoHeldOutError, SafealignError
+from ..errors import ConfigError, EvaluationError, NoHeldOutError, SafealignError
 from ..evaluation.report import evaluate_run
 from ..rundir import RunDir, sweep_runs
 from ..settings import EvalSettings, parse_eval
@@ -43,9 +43,10 @@ def after_training(run_dir: str | Path, ev: EvalSettings, world_size: int = 1) -
 def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
     """Evaluate a run directory, or every finished run of a sweep directory (failures are logged, not fatal)."""
     path = Path(path)
-    if (path / RunDir.CONFIG).is_file() or not path.is_dir():
+    if (path / RunDir.CONFIG).is_file() or (path / RunDir.STATUS).is_file() or not path.is_dir():
         return {str(path): evaluate_run(path, ev)}
     reports: dict[str, Any] = {}
+    failed: list[str] = []
     for run in sweep_runs(path):
         state = run.state()
         if state != "done":
@@ -55,6 +56,11 @@ def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
             reports[str(run)] = evaluate_run(run.path, ev)
         except SafealignError as err:
             log.error("%s: evaluation failed: %s", run, err)
+            failed.append(f"{run.name}: {err}")
+    if failed or not reports:
+        if failed:
+            raise EvaluationError(f"run_dir={path}: {len(failed)} run(s) could not be evaluated ({'; '.join(failed)})")
+        raise EvaluationError(f"run_dir={path}: no finished run (status done) to evaluate")
     return reports
 
 

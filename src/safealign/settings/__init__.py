@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -149,8 +150,14 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
     template = choice(typed(TemplateConfig, cfg.template, "template").name, TEMPLATES, "template (template.name)")
     model = typed(ModelConfig, cfg.model, "model")
     choice(model.dtype, DTYPES, "dtype (model.dtype)")
+    if model.name_or_path.startswith(("/", "./", "../", "~")) and not Path(model.name_or_path).expanduser().exists():
+        raise ConfigError(f"model.name_or_path: no such directory '{model.name_or_path}'")
     if model.name_or_path == "tiny" and (model.tiny is None or model.tiny_vocab_size is None):
         raise ConfigError("model.tiny / model.tiny_vocab_size: model=tiny needs both (see conf/model/tiny.yaml)")
+    sizes = [("tiny_vocab_size", model.tiny_vocab_size), *[(f"tiny.{k}", v) for k, v in (model.tiny or {}).items()]]
+    for key, value in sizes:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"model.{key}: expected an integer >= 1, got {value!r}")
     quant = choice(typed(QuantConfig, cfg.quant, "quant").method, QUANT_METHODS, "quantization (quant.method)")
     peft = typed(PeftConfig, cfg.peft, "peft")
     choice(peft.method, PEFT_METHODS, "PEFT method (peft.method)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,15 @@ def _check_eval_values(ev: EvalSettings) -> None:
     _positive(ev.max_prompts, "eval.max_prompts")
     _positive(ev.generation.max_new_tokens, "eval.generation.max_new_tokens")
     _positive(ev.generation.batch_size, "eval.generation.batch_size")
+    for key, value in (("generation.temperature", ev.generation.temperature), ("generation.top_p", ev.generation.top_p),
+                       *[(f"judge.{role}.{bound}", getattr(getattr(ev.judge, role), bound))
+                         for role in ("reward", "cost") for bound in ("unsafe_above", "unsafe_below")]):  # fmt: skip
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"eval.{key}: expected a finite number, got {value}")
+    for key in ("path", "test_path"):
+        path = getattr(ev.data, key)
+        if path is not None and not Path(path).expanduser().exists():
+            raise ConfigError(f"eval.data.{key}: no such file or directory '{path}'")
     if not ev.generation.temperature > 0:
         raise ConfigError(f"eval.generation.temperature: expected a number > 0, got {ev.generation.temperature}")
     if not 0 < ev.generation.top_p <= 1:

@@ -20,25 +20,37 @@ def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str)
     """Raise ConfigError for an unknown group choice or key among `argv`'s overrides."""
     conf_dir = Path(conf_dir)
     choices, keys = [], []
+    swept: set[str] = set()
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or key.startswith(("hydra", "+", "~", "-")) or "," in value:
+        if not sep or key.startswith(("hydra", "+", "~", "-")):
             continue
         if (conf_dir / key).is_dir():
             options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
-            if value not in options:
-                raise ConfigError(
-                    f"{key}={value}: no such {key} config. Valid: {', '.join(options)}.{did_you_mean(value, options)}"
-                )
-            choices.append(arg)
+            for one in value.split(","):  # a sweep over choices: objective=helpful,harmless
+                if one not in options:
+                    raise ConfigError(
+                        f"{key}={one}: no such {key} config. Valid: {', '.join(options)}.{did_you_mean(one, options)}"
+                    )
+            if "," in value:
+                swept.add(key)  # its keys differ between options: Hydra checks each run's own
+            else:
+                choices.append(arg)
         elif "." in key:
             keys.append(key)
-    if not keys:
+    keys = [k for k in keys if k.split(".", 1)[0] not in swept]
+    if not keys and not choices:
         return
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        node: Any = compose(config_name, overrides=choices)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+            node: Any = compose(config_name, overrides=choices)
+    except Exception as err:  # e.g. a group that is not part of this recipe's defaults (cluster=slurm)
+        first = str(err).strip().split("\n")[0]
+        hint = " (to add a group this recipe does not use by default, write +GROUP=OPTION, e.g. +cluster=slurm)"
+        hint = hint if "No match in the defaults list" in first else ""
+        raise ConfigError(f"{' '.join(choices)}: {first}{hint}") from err
     for key in keys:
         parent, here = node, []
         for part in key.split("."):

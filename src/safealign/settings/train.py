@@ -92,8 +92,12 @@ def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
     _number(train, "learning_rate", 0)
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                 "logging_steps", "save_steps", "eval_steps"):  # fmt: skip
-        if isinstance(train.get(key), float) and key in ("logging_steps", "save_steps", "eval_steps"):
+        value = train.get(key)
+        if isinstance(value, float) and key in ("logging_steps", "save_steps", "eval_steps"):
             _number(train, key, 0, strict=True)  # a float below 1 is a fraction of the total steps
+            if value >= 1 and not value.is_integer():
+                raise ConfigError(f"train.{key}: expected an integer >= 1, or a fraction of the run in (0, 1), "
+                                  f"got {value!r}")  # fmt: skip
         else:
             _number(train, key, 1, integer=True)
     _number(train, "max_length", 1, integer=True)
