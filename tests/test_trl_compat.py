@@ -79,7 +79,7 @@ def _diff(snapshot: dict, installed: dict) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("config", ["DPOConfig", "SFTConfig"])
+@pytest.mark.parametrize("config", ["DPOConfig", "SFTConfig", "DPOConfig_choices", "SFTConfig_choices"])
 def test_trl_fields_snapshot_matches_the_installed_trl(config):
     """settings checks `train.*` against trl_fields.json without importing TRL: it must equal TRL's fields."""
     snapshot, installed = settings.TRL_FIELDS[config], trl_compat.fields_snapshot()[config]
@@ -92,6 +92,9 @@ def test_field_kinds_read_the_types_of_the_fields():
     assert kinds["loss_type"] == ["list"] and kinds["loss_weights"] == ["list", "null"]
     assert kinds["report_to"] == sorted(set(kinds["report_to"])) and "list" in kinds["report_to"]
     assert set(kinds) == {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+    choices = trl_compat.fields_snapshot()["DPOConfig_choices"]
+    assert "cosine" in choices["lr_scheduler_type"] and "paged_adamw_8bit" in choices["optim"]
+    assert set(choices["save_strategy"]) >= {"no", "steps", "epoch"}
 
 
 def test_loss_types_are_the_ones_trl_documents():

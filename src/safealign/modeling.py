@@ -9,11 +9,13 @@ FSDP needs) without restating them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import SafealignError
+from .hub import go_offline_unless_reachable
 from .settings import QUANT_METHODS
 from .tiny import resolve_path
 from .trainer import has_bf16
@@ -78,6 +80,8 @@ def load_tokenizer(model_cfg: Any) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_path(model_cfg)
+    if not Path(path).expanduser().exists():  # a hub id: fail in seconds, not minutes, without a network
+        go_offline_unless_reachable(f"the model {path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path, revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code)

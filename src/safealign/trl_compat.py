@@ -110,9 +110,28 @@ def field_kinds(cls: type) -> dict[str, list[str]]:
     return out
 
 
+def field_choices(cls: type) -> dict[str, list[str]]:
+    """The allowed values of each field typed by an Enum (lr_scheduler_type, optim, save_strategy, ...)."""
+    import enum
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, list[str]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        enums = [a for a in (typing.get_args(hint) or (hint,)) if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if f.init and enums:
+            out[f.name] = [str(member.value) for member in enums[0]]
+    return out
+
+
 def fields_snapshot() -> dict[str, Any]:
     """What `trl_fields.json` holds for the installed TRL (regenerate with `python -m safealign.trl_compat`)."""
-    return {"trl": trl.__version__, "DPOConfig": field_kinds(trl.DPOConfig), "SFTConfig": field_kinds(trl.SFTConfig)}
+    snapshot: dict[str, Any] = {"trl": trl.__version__}
+    for cls in (trl.DPOConfig, trl.SFTConfig):
+        snapshot[cls.__name__] = field_kinds(cls)
+        snapshot[f"{cls.__name__}_choices"] = field_choices(cls)
+    return snapshot
 
 
 class _TokenizerHolder:

@@ -48,7 +48,10 @@ class Rows:
 def _read_hub(name: str, config: str | None, split: str, revision: str | None) -> Iterator[tuple[str, Any]]:
     import datasets
 
+    from ..hub import go_offline_unless_reachable
+
     label = f"{name} (config {config}, split {split}, revision {revision or 'main'})"
+    go_offline_unless_reachable(f"the dataset {name}")
     try:
         dataset = datasets.load_dataset(name, config, split=split, revision=revision)
     except (ConnectionError, OSError) as err:

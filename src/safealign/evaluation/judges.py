@@ -8,6 +8,7 @@ and released before the next, so a 7B judge fits beside nothing else.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import EvaluationError
@@ -29,6 +30,10 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any
         "quantization_config": quantization_config(judge.quant),
     }
     key = f"eval.judge.{role}.path"
+    if not Path(cfg.path).expanduser().exists():  # a hub id: fail in seconds, not minutes, without a network
+        from ..hub import go_offline_unless_reachable
+
+        go_offline_unless_reachable(f"the judge {cfg.path}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             cfg.path, revision=cfg.revision, trust_remote_code=judge.trust_remote_code

@@ -52,17 +52,17 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with run_dir.lock(main):  # one process at a time in a run directory
         checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
+        pairs = load_pairs(settings)  # before torch is imported: a data error answers in a second or two
 
         from ..trainer import StopOnSignal, dpo_config
         from .evaluate import after_training
 
         args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
-        pairs = load_pairs(settings)
         if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
             checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
             run_dir.check_same_data(data_fingerprint(pairs))
         stop = StopOnSignal()
-        trainer = build_trainer(settings, args, pairs, [stop, *callbacks])
+        trainer = build_trainer(settings, args, pairs, [stop, *callbacks], main)
         if main:
             start(run_dir, cfg, resolved, pairs, clear, checkpoint)
 
@@ -114,7 +114,7 @@ def load_pairs(s: TrainSettings) -> Pairs:
         return Pairs(train_pairs, train_report, [], None)
     test_pairs, test_report = build_pairs(test_rows.rows, s.objective, s.options, s.filters, dropped=test_rows.dropped)
     shared = count_shared_prompts(train_pairs, test_pairs, test_report)
-    if shared:
+    if shared and is_main_process():
         total = len({p.prompt for p in test_pairs})
         log.warning("%d of %d held-out prompts also occur in the train split: evaluation on them is not held out "
                     "(pair_report.json: test.prompts_in_train)", shared, total)  # fmt: skip
@@ -138,7 +138,7 @@ def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
         run_dir.write_status("done")
 
 
-def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any]) -> Any:
+def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any], main: bool = True) -> Any:
     """The tokenizer (the template checked against it), the model, and TRL's DPOTrainer with margins."""
     from ..modeling import load_model, load_tokenizer
     from ..templates import check_template, to_dataset
@@ -166,7 +166,8 @@ def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence
     count_too_long(pairs.train_report, len(pairs.train), trainer.train_dataset, s, args, "train")
     if pairs.test_report is not None and trainer.eval_dataset is not None:
         count_too_long(pairs.test_report, len(pairs.test), trainer.eval_dataset, s, args, "test")
-    log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
+    if main:  # once, not once per rank
+        log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
     return trainer
 
 
@@ -202,9 +203,10 @@ def train(
     trainer.save_model(str(run_dir / RunDir.ADAPTER))
     if main:
         io.write_json(run_dir / RunDir.METRICS, metrics)
-    log.info("train: %s", {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)})
-    if "eval" in metrics:
-        log.info("eval: %s", {k: round(v, 4) for k, v in metrics["eval"].items() if isinstance(v, float)})
+    if main:
+        log.info("train: %s", {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)})
+        if "eval" in metrics:
+            log.info("eval: %s", {k: round(v, 4) for k, v in metrics["eval"].items() if isinstance(v, float)})
     return metrics
 
 

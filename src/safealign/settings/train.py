@@ -72,6 +72,9 @@ def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
         if not _kind_ok(value, fields[key]):
             expected = " or ".join(KIND_NAMES.get(k, k) for k in fields[key])
             raise ConfigError(f"train.{key}: expected {expected}, got {value!r}")
+    for key, valid in TRL_FIELDS.get("DPOConfig_choices", {}).items():
+        if key in train and train[key] is not None and str(train[key]) not in valid:
+            raise unknown_name(f"value of train.{key}", train[key], valid)
     loss = train.get("loss_type", ["sigmoid"])
     train["loss_type"] = loss = [loss] if isinstance(loss, str) else list(loss)
     if not loss:
