@@ -20,27 +20,21 @@ log = logging.getLogger("safealign")
 HEADLINE = ("helpful", "harmless", "multilevel")
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def summary_table(sweep_dir: str | Path) -> tuple[str, list[tuple[str, str]]]:
     """The sweep's runs as a plain-text table, and (run, state) of every run that did not finish."""
+    import pandas as pd
+
     from .comparison import collect
 
     runs = collect(sweep_dir)
-    header = ["run", "objective / overrides", "status", *[f"{d} acc" for d in HEADLINE], "time (s)"]
-    rows = [
-        [r.name, r.label, "done" if r.state.startswith("done") else r.state.split(":")[0],
-         *[_fmt(r.accuracy(d)) for d in HEADLINE], _fmt(r.train_seconds, 0)]
+    table = pd.DataFrame([
+        {"run": r.name, "objective / overrides": r.label, "status": r.state.split(":")[0],
+         **{f"{d} acc": r.accuracy(d) for d in HEADLINE}, "time (s)": r.train_seconds}
         for r in runs
-    ]  # fmt: skip
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [header, *rows]]
+    ])  # fmt: skip
+    text = table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}")
     failed = [(r.name, r.state) for r in runs if r.status != "done"]
-    return "\n".join(lines), failed
+    return text, failed
 
 
 class SweepSummary(Callback):

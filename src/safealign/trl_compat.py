@@ -33,7 +33,6 @@ import hashlib
 import inspect
 import json
 import logging
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,23 +89,39 @@ add_fused_lm_head = trl_utils.add_fused_lm_head
 pad = trl_utils.pad
 
 
+def _kinds(hint: Any) -> set[str]:
+    """The value kinds one type annotation admits, read with `typing` (Enums are given as strings)."""
+    import enum
+    import types
+    import typing
+
+    if hint is type(None):
+        return {"null"}
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(arg) for arg in typing.get_args(hint)))
+    if origin is typing.Literal:
+        return set().union(*(_kinds(type(v)) for v in typing.get_args(hint)))
+    base = origin or hint
+    for kind, types_ in (("bool", (bool,)), ("int", (int,)), ("float", (float,)), ("str", (str,)),
+                         ("list", (list, tuple)), ("dict", (dict,))):  # fmt: skip
+        if isinstance(base, type) and issubclass(base, types_) and not (kind == "int" and base is bool):
+            return {kind}
+    if isinstance(base, type) and issubclass(base, enum.Enum):
+        return {"str"}
+    return {"any"}
+
+
 def field_kinds(cls: type) -> dict[str, list[str]]:
     """The value kinds (bool, int, float, str, list, dict, null, any) each init field of a config class takes."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
     out: dict[str, list[str]] = {}
     for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        text = str(f.type).replace("typing.", "").replace("Literal[False]", "bool")
-        while "[" in text:  # list[float] is a list: drop what the brackets say about the items
-            text = re.sub(r"\[[^\[\]]*\]", "", text)
-        kinds = [k for k in ("bool", "int", "float", "str", "list", "dict") if re.search(rf"\b{k}\b", text)]
-        if "Strategy" in text or "SchedulerType" in text or "OptimizerNames" in text:
-            kinds.append("str")
-        if "None" in text:
-            kinds.append("null")
-        if not kinds or "ParallelismConfig" in text:
-            kinds = ["any"]
-        out[f.name] = sorted(set(kinds))
+        if f.init:
+            kinds = _kinds(hints[f.name])
+            out[f.name] = ["any"] if "any" in kinds else sorted(kinds)
     return out
 
 
