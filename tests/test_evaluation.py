@@ -213,7 +213,7 @@ def test_evaluate_config_composes_with_overrides():
     assert ev.data.path == str(path) and ev.max_pairs == 5
     assert ev == dataclasses.replace(PINNED, max_pairs=5, data=dataclasses.replace(PINNED.data, path=str(path)))
     cfg = compose("evaluate", ["run_dir=DIR", "eval.judge.cost.path=/no/such/judge"])
-    with pytest.raises(ConfigError, match=r"eval.judge.cost.path: no such directory '/no/such/judge'"):
+    with pytest.raises(ConfigError, match=r"eval.judge.cost.path: no such file or directory '/no/such/judge'"):
         parse_eval(cfg.eval)
 
 

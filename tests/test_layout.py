@@ -15,8 +15,8 @@ HEAVY = ("torch", "transformers", "trl", "peft", "bitsandbytes")
 MAX_LINES = 500
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(SRC.parent).with_suffix("").parts
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = path.relative_to(src.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -30,11 +30,11 @@ def _type_checking_lines(tree: ast.Module) -> set[int]:
     return lines
 
 
-def imports(path: Path, known: set[str]) -> set[str]:
+def imports(path: Path, known: set[str], src: Path = SRC) -> set[str]:
     """The safealign modules `path` imports anywhere (inside functions too), resolved to module names."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     skip = _type_checking_lines(tree)
-    here = module_name(path)
+    here = module_name(path, src)
     package = here if path.name == "__init__.py" else here.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -57,20 +57,14 @@ def imports(path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != here}
 
 
-def graph() -> dict[str, set[str]]:
-    files = sorted(SRC.rglob("*.py"))
-    known = {module_name(p) for p in files}
-    return {module_name(p): imports(p, known) for p in files}
+def graph(src: Path = SRC) -> dict[str, set[str]]:
+    files = sorted(src.rglob("*.py"))
+    known = {module_name(p, src) for p in files}
+    return {module_name(p, src): imports(p, known, src) for p in files}
 
 
-def test_no_module_is_over_500_lines():
-    sizes = {str(p.relative_to(SRC)): len(p.read_text(encoding="utf-8").splitlines()) for p in SRC.rglob("*.py")}
-    assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
-
-
-def test_no_import_cycles_counting_imports_inside_functions():
-    edges = graph()
-    assert "safealign.settings" in edges["safealign.jobs.dpo"]  # the walker sees imports
+def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle a depth-first walk meets, as the list of modules around it."""
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
@@ -86,24 +80,31 @@ def test_no_import_cycles_counting_imports_inside_functions():
     for start in sorted(edges):
         if start not in state:
             visit(start, [start])
-    assert cycles == []
+    return cycles
 
 
-def test_the_cycle_finder_finds_a_cycle(tmp_path):
-    """The walker resolves relative imports, including `from . import x` inside a function."""
+def test_no_module_is_over_500_lines():
+    sizes = {str(p.relative_to(SRC)): len(p.read_text(encoding="utf-8").splitlines()) for p in SRC.rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
+
+
+def test_no_import_cycles_counting_imports_inside_functions():
+    edges = graph()
+    assert "safealign.settings" in edges["safealign.jobs.dpo"]  # the walker sees imports
+    assert find_cycles(edges) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
     pkg = tmp_path / "safealign"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from . import b\n")
     (pkg / "b.py").write_text("from .a import f\n")
-    known = {"safealign", "safealign.a", "safealign.b"}
-    global SRC
-    old, SRC = SRC, pkg
-    try:
-        assert imports(pkg / "a.py", known) == {"safealign.b"}
-        assert imports(pkg / "b.py", known) == {"safealign.a"}
-    finally:
-        SRC = old
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    edges = graph(pkg)
+    assert edges["safealign.a"] == {"safealign.b"} and edges["safealign.b"] == {"safealign.a"}
+    assert edges["safealign.c"] == set()  # annotation-only imports never run
+    assert find_cycles(edges) == [["safealign.a", "safealign.b", "safealign.a"]]
 
 
 def _modules_after(code: str) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -39,7 +38,7 @@ from .eval import (
     parse_eval,
 )
 from .train import RUN_KEYS, TRL_FIELDS, check_train_values
-from .typed import choice, container, typed
+from .typed import choice, container, existing_path, positive_int, typed
 
 __all__ = [
     "DIMENSIONS", "DTYPES", "FILTER_KEYS", "ON_INVALID", "PEFT_METHODS", "QUANT_METHODS", "RUN_KEYS", "TRL_FIELDS",
@@ -150,14 +149,12 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
     template = choice(typed(TemplateConfig, cfg.template, "template").name, TEMPLATES, "template (template.name)")
     model = typed(ModelConfig, cfg.model, "model")
     choice(model.dtype, DTYPES, "dtype (model.dtype)")
-    if model.name_or_path.startswith(("/", "./", "../", "~")) and not Path(model.name_or_path).expanduser().exists():
-        raise ConfigError(f"model.name_or_path: no such directory '{model.name_or_path}'")
+    existing_path(model.name_or_path, "model.name_or_path", hub_ids=True)
     if model.name_or_path == "tiny" and (model.tiny is None or model.tiny_vocab_size is None):
         raise ConfigError("model.tiny / model.tiny_vocab_size: model=tiny needs both (see conf/model/tiny.yaml)")
     sizes = [("tiny_vocab_size", model.tiny_vocab_size), *[(f"tiny.{k}", v) for k, v in (model.tiny or {}).items()]]
     for key, value in sizes:
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ConfigError(f"model.{key}: expected an integer >= 1, got {value!r}")
+        positive_int(value, f"model.{key}", allow_none=True)
     quant = choice(typed(QuantConfig, cfg.quant, "quant").method, QUANT_METHODS, "quantization (quant.method)")
     peft = typed(PeftConfig, cfg.peft, "peft")
     choice(peft.method, PEFT_METHODS, "PEFT method (peft.method)")
@@ -180,9 +177,7 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
 
 def _check_lora(peft: PeftConfig) -> None:
     for key in ("r", "alpha"):
-        value = getattr(peft, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"peft.{key}: expected an integer >= 1, got {value!r}")
+        positive_int(getattr(peft, key), f"peft.{key}")
     if peft.dropout is None or not 0 <= peft.dropout < 1:
         raise ConfigError(f"peft.dropout: expected a number in [0, 1), got {peft.dropout!r}")
     if not peft.target_modules:

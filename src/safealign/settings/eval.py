@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .data import ON_INVALID, parse_data
-from .typed import choice, typed
+from .typed import choice, existing_path, positive_int, typed
 
 QUANT_METHODS = ("nf4", "int8", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -132,13 +131,6 @@ def _default_data() -> dict[str, Any]:
             "test_path": None, "on_invalid": "error", "verify_sha256": False}  # fmt: skip
 
 
-def _positive(value: Any, key: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{key}: expected an integer >= 1{' (or null)' if allow_none else ''}, got {value!r}")
-
-
 def _check_judge_template(template: str, key: str, chat_allowed: bool) -> None:
     if chat_allowed and template == "chat":
         return
@@ -155,32 +147,28 @@ def _check_judge_template(template: str, key: str, chat_allowed: bool) -> None:
 def _check_eval_values(ev: EvalSettings) -> None:
     if not ev.dimensions:
         raise ConfigError(f"eval.dimensions: expected at least one of {', '.join(DIMENSIONS)}")
-    _positive(ev.max_pairs, "eval.max_pairs", allow_none=True)
-    _positive(ev.batch_size, "eval.batch_size", allow_none=True)
-    _positive(ev.max_prompts, "eval.max_prompts")
-    _positive(ev.generation.max_new_tokens, "eval.generation.max_new_tokens")
-    _positive(ev.generation.batch_size, "eval.generation.batch_size")
+    positive_int(ev.max_pairs, "eval.max_pairs", allow_none=True)
+    positive_int(ev.batch_size, "eval.batch_size", allow_none=True)
+    positive_int(ev.max_prompts, "eval.max_prompts")
+    positive_int(ev.generation.max_new_tokens, "eval.generation.max_new_tokens")
+    positive_int(ev.generation.batch_size, "eval.generation.batch_size")
     for key, value in (("generation.temperature", ev.generation.temperature), ("generation.top_p", ev.generation.top_p),
                        *[(f"judge.{role}.{bound}", getattr(getattr(ev.judge, role), bound))
                          for role in ("reward", "cost") for bound in ("unsafe_above", "unsafe_below")]):  # fmt: skip
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"eval.{key}: expected a finite number, got {value}")
     for key in ("path", "test_path"):
-        path = getattr(ev.data, key)
-        if path is not None and not Path(path).expanduser().exists():
-            raise ConfigError(f"eval.data.{key}: no such file or directory '{path}'")
+        existing_path(getattr(ev.data, key), f"eval.data.{key}")
     if not ev.generation.temperature > 0:
         raise ConfigError(f"eval.generation.temperature: expected a number > 0, got {ev.generation.temperature}")
     if not 0 < ev.generation.top_p <= 1:
         raise ConfigError(f"eval.generation.top_p: expected a number in (0, 1], got {ev.generation.top_p}")
     judge = ev.judge
-    _positive(judge.batch_size, "eval.judge.batch_size")
-    _positive(judge.max_length, "eval.judge.max_length")
-    _positive(judge.guard.max_new_tokens, "eval.judge.guard.max_new_tokens")
+    positive_int(judge.batch_size, "eval.judge.batch_size")
+    positive_int(judge.max_length, "eval.judge.max_length")
+    positive_int(judge.guard.max_new_tokens, "eval.judge.guard.max_new_tokens")
     for role in ("reward", "cost"):
         _check_judge_template(getattr(judge, role).template, f"eval.judge.{role}.template", chat_allowed=False)
     _check_judge_template(judge.guard.template, "eval.judge.guard.template", chat_allowed=True)
     for role in ("reward", "cost", "guard"):
-        path = getattr(judge, role).path
-        if path and path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
-            raise ConfigError(f"eval.judge.{role}.path: no such directory '{path}'")
+        existing_path(getattr(judge, role).path, f"eval.judge.{role}.path", hub_ids=True)

@@ -75,8 +75,7 @@ def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
     for key, valid in TRL_FIELDS.get("DPOConfig_choices", {}).items():
         if key in train and train[key] is not None and str(train[key]) not in valid:
             raise unknown_name(f"value of train.{key}", train[key], valid)
-    loss = train.get("loss_type", ["sigmoid"])
-    train["loss_type"] = loss = [loss] if isinstance(loss, str) else list(loss)
+    train["loss_type"] = loss = list(train.get("loss_type", ["sigmoid"]))  # a bare name was listed above
     if not loss:
         raise ConfigError("train.loss_type: expected at least one loss type, e.g. [sigmoid]")
     for name in loss:

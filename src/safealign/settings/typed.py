@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -66,3 +67,20 @@ def choice(value: Any, valid: Sequence[str], what: str) -> str:
         raise unknown_name(what, value, valid)
     return value
 
+
+
+def positive_int(value: Any, key: str, allow_none: bool = False) -> None:
+    """`key` holds an integer >= 1 (or null when `allow_none`)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}: expected an integer >= 1{' (or null)' if allow_none else ''}, got {value!r}")
+
+
+def existing_path(path: str | None, key: str, hub_ids: bool = False) -> None:
+    """`key` names a file or directory that exists. With `hub_ids`, only values written as local paths
+    (`/`, `./`, `../`, `~`) are checked: anything else may be a hub id."""
+    if not path or (hub_ids and not path.startswith(("/", "./", "../", "~"))):
+        return
+    if not Path(path).expanduser().exists():
+        raise ConfigError(f"{key}: no such file or directory '{path}'")
