@@ -9,9 +9,12 @@ runs it too). What this module uses:
   boundary, the drop of prompts that fill `max_length`), so held-out scoring sees exactly
   the token ids training saw;
 - `DataCollatorForPreference`, `add_fused_lm_head`: batching and the log-prob head;
+- `data_utils.common_prefix_length`, `is_conversational`: the prompt/response boundary and
+  the plain-text test that `safealign.tokenization` (TRL's tokenization, batched) needs;
 - `_precompute_ref_logps`, `_precompute_model_hash`, `_compute_loss`,
-  `compute_ref_log_probs`, `_set_signature_columns_if_needed`: the hooks
-  `MarginDPOTrainer` overrides to add a per-pair margin and an on-disk reference cache.
+  `compute_ref_log_probs`, `_set_signature_columns_if_needed`, `_metrics`: the hooks
+  `MarginDPOTrainer` overrides to add a per-pair margin, an on-disk reference cache,
+  pre-tokenized datasets, and the margin-free `rewards/*` it logs.
 
 `DPO_FIELDS` (the DPOConfig fields and their value kinds) is read by `safealign.settings`
 from a JSON snapshot, so config checking never imports TRL; the test compares it with
@@ -43,6 +46,7 @@ import trl
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from trl import DPOTrainer
+from trl import data_utils as trl_data_utils
 from trl.trainer import dpo_trainer
 from trl.trainer import utils as trl_utils
 
@@ -61,9 +65,12 @@ INTERNALS = (
     (dpo_trainer, "DataCollatorForPreference"),
     (trl_utils, "add_fused_lm_head"),
     (trl_utils, "pad"),
+    (trl_data_utils, "common_prefix_length"),
+    (trl_data_utils, "is_conversational"),
 )
+common_prefix_length = trl_data_utils.common_prefix_length
 # Attributes DPOTrainer sets on itself in __init__ that the overrides read.
-INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "beta")
+INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "beta", "_metrics")
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -159,6 +166,15 @@ class _TokenizerHolder:
 def prepare_dataset(dataset: Any, tokenizer: Any, args: Any, name: str) -> Any:
     """TRL's own preprocessing of a preference dataset, without building a trainer."""
     return DPOTrainer._prepare_dataset(_TokenizerHolder(tokenizer), dataset, tokenizer, args, name)
+
+
+def is_plain_text(example: dict[str, Any], tokenizer: Any) -> bool:
+    """Whether TRL tokenizes this example as plain text (no chat template, no multimodal processor),
+    the case `safealign.tokenization` batches."""
+    from transformers import ProcessorMixin
+
+    conversational = trl_data_utils.is_conversational(example)
+    return "prompt" in example and not conversational and not isinstance(tokenizer, ProcessorMixin)
 
 
 def sequence_logps(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, Any]:
@@ -264,6 +280,12 @@ class MarginDPOTrainer(DPOTrainer):
                 save_file(tensors, tmp)
         return dataset
 
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        """Datasets that `safealign.tokenization` already tokenized (and cached) pass through as they are."""
+        if "prompt_ids" in dataset.column_names:
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         if self._has_margin and "margin" not in self._signature_columns:
@@ -287,7 +309,47 @@ class MarginDPOTrainer(DPOTrainer):
             chosen_mask = inputs["completion_mask"].chunk(2, dim=0)[0]
             offset = offset * chosen_mask.sum(dim=1).clamp(min=1).to(offset.dtype)
         inputs["ref_chosen_logps"] = ref_chosen + offset
-        return super()._compute_loss(model, inputs, return_outputs)
+        recorder = _OutputRecorder(model)
+        result = super()._compute_loss(recorder, inputs, return_outputs)
+        if recorder.outputs is not None and self.args.ld_alpha is None:
+            self._log_offset_free(recorder.outputs, inputs, ref_chosen)
+        return result
+
+    def _log_offset_free(self, outputs: Any, inputs: dict[str, Any], ref_chosen: Any) -> None:
+        """Log TRL's `rewards/*` without the margin offset; keep the offset-included ones as `*_with_offset`.
+
+        TRL computed its rewards from the shifted reference, so its `rewards/accuracies` and
+        `rewards/margins` say how often β·h exceeds the margin, not whether the policy prefers
+        the chosen response. Recomputed here from the same forward pass (no extra compute).
+        """
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        seq_len = inputs["completion_mask"].size(1) - 1
+        logps = outputs.log_probs[:, -seq_len:].detach().sum(dim=1)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        chosen = self.beta * (chosen_logps - ref_chosen.to(logps.dtype))
+        rejected = self.beta * (rejected_logps - inputs["ref_rejected_logps"].to(logps.dtype))
+        gather = self.accelerator.gather
+        metrics["rewards/accuracies_with_offset"].append(metrics["rewards/accuracies"].pop())
+        metrics["rewards/margins_with_offset"].append(metrics["rewards/margins"].pop())
+        metrics["rewards/chosen"][-1] = gather(chosen).mean().item()
+        metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
+        metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+
+
+class _OutputRecorder:
+    """Calls the model and keeps its first output, so the loss's own forward pass can be read again."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.outputs = model, None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.model(*args, **kwargs)
+        if self.outputs is None:
+            self.outputs = out
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
 
 
 if __name__ == "__main__":  # regenerate the snapshot after upgrading TRL

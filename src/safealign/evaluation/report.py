@@ -8,13 +8,14 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import io
 from ..data.loading import Rows
 from ..errors import ConfigError, EvaluationError
+from ..objectives import Pair
 from ..pairs import Filters
 from ..rundir import RunDir
 from ..settings import EvalSettings, TrainSettings, fill_missing, parse_train
@@ -23,6 +24,7 @@ from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
 from .metrics import dimension_metrics, side_metrics, win_rates
 from .scoring import PolicyModels, load_policy, release_memory, score_units, tokenize_units
+from .trl_metrics import eval_metrics
 
 log = logging.getLogger("safealign.evaluation")
 
@@ -90,15 +92,23 @@ def load_run(run_dir: str | Path) -> TrainSettings:
 
 
 def preference_eval(
-    models: PolicyModels, template: str, dpo: Any, rows: Rows, filters: Filters, ev: EvalSettings
-) -> dict[str, Any]:
-    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's DPOConfig)."""
+    models: PolicyModels,
+    template: str,
+    dpo: Any,
+    rows: Rows,
+    filters: Filters,
+    ev: EvalSettings,
+    run_pairs: Sequence[Pair] = (),
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's DPOConfig),
+    and TRL's eval metrics of `run_pairs` (the run's own test pairs) from the same scoring pass."""
     dims, units = build_dimensions(rows.rows, filters, ev.dimensions, ev.max_pairs, ev.seed)
+    located = [units.add(p.prompt, p.chosen, p.rejected) for p in run_pairs]
     tokenized = tokenize_units(units, template, models.tokenizer, dpo)
     batch_size = ev.batch_size or dpo.per_device_eval_batch_size
     scores = score_units(models, tokenized, dpo, batch_size)
-    return {name: dimension_metrics(dim, scores, dpo.beta) for name, dim in dims.items()}
-
+    dimensions = {name: dimension_metrics(dim, scores, dpo.beta) for name, dim in dims.items()}
+    return dimensions, eval_metrics(run_pairs, located, scores, dpo) if run_pairs else {}
 
 
 def generation_eval(
@@ -149,8 +159,15 @@ def generation_eval(
     }
 
 
-def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
-    """Evaluate one finished run and write `RUN_DIR/eval.json` (and `generations.jsonl`); returns the report."""
+def evaluate_run(
+    run_dir: str | Path, ev: EvalSettings, models: PolicyModels | None = None, run_pairs: Sequence[Pair] = ()
+) -> dict[str, Any]:
+    """Evaluate one finished run and write `RUN_DIR/eval.json` (and `generations.jsonl`); returns the report.
+
+    `models`: the policy already in memory at the end of training (it is used as it is, not
+    reloaded from the saved adapter); `run_pairs`: the run's test pairs, whose TRL eval
+    metrics then come from the same scoring pass (the report's `trl_eval`).
+    """
     run = RunDir(run_dir)
     settings = load_run(run.path)
 
@@ -159,7 +176,9 @@ def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
     dpo = dpo_config(settings.train, run / RunDir.CHECKPOINTS)
     rows, filters = load_heldout(settings, ev)
     start = time.perf_counter()
-    models = load_policy(run.path, settings)
+    owned = models is None
+    models = load_policy(run.path, settings) if models is None else models
+    dimensions, trl_eval = preference_eval(models, settings.template, dpo, rows, filters, ev, run_pairs)
     report: dict[str, Any] = {
         "run_dir": str(run),
         "objective": settings.objective,
@@ -168,16 +187,19 @@ def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
         "max_length": dpo.max_length,
         "truncation_mode": dpo.truncation_mode,
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
-        "dimensions": preference_eval(models, settings.template, dpo, rows, filters, ev),
+        "dimensions": dimensions,
         "generation": generation_eval(models, settings, rows, filters, ev, run.path) if ev.generate else None,
         "settings": dataclasses.asdict(ev),
     }
     report["seconds"] = time.perf_counter() - start
-    models.policy = models.reference_model = None
-    release_memory()
+    if owned:
+        models.policy = models.reference_model = None
+        release_memory()
     io.write_json(run / RunDir.EVAL, report)
     written = [run / RunDir.EVAL] + ([run / RunDir.GENERATIONS] if ev.generate else [])
     log.info("%s\n%s\nwrote %s", run, format_report(report), ", ".join(map(str, written)))
+    if trl_eval:
+        report["trl_eval"] = trl_eval  # returned to training for metrics.json, not part of eval.json
     return report
 
 

@@ -1,7 +1,7 @@
 """The trained policy and its reference, and their log-probabilities on held-out pairs.
 
 Sequences are rendered with the run's template and tokenized and truncated by TRL's own
-code (`trl_compat.prepare_dataset` and TRL's preference collator), so the implicit reward
+code (`tokenization.tokenize_pairs`, TRL's preprocessing batched, and TRL's preference collator), so the implicit reward
 is exactly the quantity training optimised. The reference is the policy with its adapter
 disabled (one copy in memory); with full fine-tuning it is the base model, loaded apart.
 """
@@ -103,14 +103,15 @@ def tokenize_units(units: Units, template: str, tokenizer: Any, dpo: Any) -> dic
     """TRL's own preprocessing of each unit (template, EOS, tokenization, the prompt/response
     boundary, and the drop of prompts that fill `max_length`); unit index -> token ids."""
     from ..templates import to_dataset
-    from ..trl_compat import prepare_dataset
+    from ..tiny import cache_dir
+    from ..tokenization import tokenize_pairs
 
     if not units.keys:
         return {}
     pairs = [Pair(p, a, b, 0.0, 0) for p, a, b in units.keys]
     dataset = to_dataset(pairs, template, with_margin=False).add_column("unit", list(range(len(pairs))))
     with _quiet_datasets():
-        prepared = prepare_dataset(dataset, tokenizer, dpo, "held-out")
+        prepared = tokenize_pairs(dataset, tokenizer, dpo, "held-out", cache_dir() / "tokenized")
     return {
         row["unit"]: {
             "prompt_ids": row["prompt_ids"],

@@ -54,6 +54,7 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
         pairs = load_pairs(settings)  # before torch is imported: a data error answers in a second or two
 
+        from ..evaluation.trl_metrics import reproducible
         from ..trainer import StopOnSignal, dpo_config
         from .evaluate import after_training
 
@@ -65,14 +66,21 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         trainer = build_trainer(settings, args, pairs, [stop, *callbacks], main)
         if main:
             start(run_dir, cfg, resolved, pairs, clear, checkpoint)
+        # One scoring pass at the end: the held-out evaluation also gives TRL's eval metrics.
+        evaluate_once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args)
 
         with status_of(run_dir, main):
-            metrics = train(trainer, stop, settings, run_dir, checkpoint, main)
+            metrics = train(trainer, stop, settings, run_dir, checkpoint, main, evaluate=not evaluate_once)
 
         if main:
-            heldout = after_training(run_dir.path, settings.eval, args.world_size)
+            heldout = after_training(run_dir.path, settings.eval, args.world_size, *in_memory(trainer, pairs))
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
+            if evaluate_once and trainer.eval_dataset is not None:
+                metrics["eval"] = heldout.pop("trl_eval", None) if heldout else None
+                metrics["eval"] = metrics["eval"] or trainer.evaluate()
+                io.write_json(run_dir / RunDir.METRICS, {k: v for k, v in metrics.items() if k != "heldout"})
+                log_numbers("eval", metrics["eval"])
             written = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.path.iterdir()
                              if not p.name.startswith("."))  # fmt: skip
             log.info("done: %s (%s)", run_dir, ", ".join(written))
@@ -143,6 +151,7 @@ def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence
     from ..modeling import load_model, load_tokenizer
     from ..templates import check_template, to_dataset
     from ..tiny import cache_dir
+    from ..tokenization import tokenize_pairs
     from ..trainer import use_progress_log
     from ..trl_compat import MarginDPOTrainer
 
@@ -150,12 +159,17 @@ def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence
     check_template(s.template, tokenizer)  # before the weights load
     loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing)
     with_margin = any(p.margin for p in pairs.train + pairs.test)
+
+    def tokenized(split: list[Pair], name: str) -> Any:  # once per sweep: cached on disk
+        dataset = to_dataset(split, s.template, with_margin)
+        return tokenize_pairs(dataset, loaded.tokenizer, args, name, cache_dir() / "tokenized")
+
     trainer = MarginDPOTrainer(
         model=loaded.model,
         ref_model=loaded.ref_model,
         args=args,
-        train_dataset=to_dataset(pairs.train, s.template, with_margin),
-        eval_dataset=to_dataset(pairs.test, s.template, with_margin) if pairs.test else None,
+        train_dataset=tokenized(pairs.train, "train"),
+        eval_dataset=tokenized(pairs.test, "test") if pairs.test else None,
         processing_class=loaded.tokenizer,
         peft_config=loaded.peft_config,
         callbacks=list(callbacks),
@@ -172,9 +186,13 @@ def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence
 
 
 def train(
-    trainer: Any, stop: Any, s: TrainSettings, run_dir: RunDir, checkpoint: Path | None, main: bool
+    trainer: Any, stop: Any, s: TrainSettings, run_dir: RunDir, checkpoint: Path | None, main: bool, evaluate: bool
 ) -> dict[str, Any]:
-    """Train, save the adapter and metrics.json; returns the metrics. A run whose loss is not finite fails."""
+    """Train, save the adapter and metrics.json; returns the metrics. A run whose loss is not finite fails.
+
+    `evaluate`: run TRL's `evaluate()` on the test pairs here (False where the held-out
+    evaluation after training gives the same metrics from its own scoring pass).
+    """
     from ..trainer import model_summary
 
     start = time.perf_counter()
@@ -197,17 +215,38 @@ def train(
             f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} (check train.beta, "
             "train.learning_rate and the objective's margins); the adapter was not saved"
         )
-    if trainer.eval_dataset is not None:
+    if evaluate and trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()
     metrics["log_history"] = trainer.state.log_history
     trainer.save_model(str(run_dir / RunDir.ADAPTER))
     if main:
         io.write_json(run_dir / RunDir.METRICS, metrics)
     if main:
-        log.info("train: %s", {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)})
+        log_numbers("train", result.metrics)
         if "eval" in metrics:
-            log.info("eval: %s", {k: round(v, 4) for k, v in metrics["eval"].items() if isinstance(v, float)})
+            log_numbers("eval", metrics["eval"])
     return metrics
+
+
+def log_numbers(name: str, values: dict[str, Any]) -> None:
+    """One console line of a metrics dict, its numbers rounded."""
+    log.info("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, float)))
+
+
+def in_memory(trainer: Any, pairs: Pairs) -> tuple[Any, list[Pair]]:
+    """The trained policy (and reference) as training left them, and the test pairs to score with them.
+
+    (None, []) where the reference is no longer in memory (full fine-tuning with precomputed
+    reference log-probs): the evaluation then loads the saved model.
+    """
+    from peft import PeftModel
+
+    from ..evaluation.scoring import PolicyModels
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.ref_model is None and not isinstance(model, PeftModel):
+        return None, []
+    return PolicyModels(model.eval(), trainer.processing_class, trainer.ref_model), pairs.test
 
 
 def count_too_long(report: PairReport, before: int, dataset: Any, s: TrainSettings, args: Any, split: str) -> None:

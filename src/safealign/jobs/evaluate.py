@@ -8,6 +8,7 @@ Writes DIR/eval.json (and DIR/generations.jsonl with eval.generate=true) for eac
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ from ..settings import EvalSettings, parse_eval
 log = logging.getLogger("safealign.evaluation")
 
 
-def after_training(run_dir: str | Path, ev: EvalSettings, world_size: int = 1) -> dict[str, Any] | None:
-    """What training calls once the run is marked done: `evaluate_run` when `eval.after_train`.
+def after_training(
+    run_dir: str | Path, ev: EvalSettings, world_size: int = 1, models: Any = None, run_pairs: Sequence[Any] = ()
+) -> dict[str, Any] | None:
+    """What training calls once the run is marked done: `evaluate_run` when `eval.after_train`,
+    on the model still in memory (`models`), scoring the run's test pairs (`run_pairs`) in the same pass.
 
     Returns None, with a log line, where there is nothing to evaluate on (no held-out split)
     and after a distributed launch, whose ranks could not follow rank 0 through model loading
@@ -34,7 +38,7 @@ def after_training(run_dir: str | Path, ev: EvalSettings, world_size: int = 1) -
         log.info("distributed run: evaluate it with python recipes/evaluate.py run_dir=%s", run_dir)
         return None
     try:
-        return evaluate_run(run_dir, ev)
+        return evaluate_run(run_dir, ev, models, run_pairs)
     except NoHeldOutError as err:
         log.info("no held-out evaluation: %s", err)
         return None
