@@ -62,12 +62,12 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
             checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
             run_dir.check_same_data(data_fingerprint(pairs))
-        stop = StopOnSignal()
-        trainer = build_trainer(settings, args, pairs, [stop, *callbacks], main)
-        if main:
-            start(run_dir, cfg, resolved, pairs, clear, checkpoint)
         # One scoring pass at the end: the held-out evaluation also gives TRL's eval metrics.
         evaluate_once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args)
+        stop = StopOnSignal()
+        trainer = build_trainer(settings, args, pairs, [stop, *callbacks], main, evaluate_once)
+        if main:
+            start(run_dir, cfg, resolved, pairs, clear, checkpoint)
 
         with status_of(run_dir, main):
             metrics = train(trainer, stop, settings, run_dir, checkpoint, main, evaluate=not evaluate_once)
@@ -76,9 +76,11 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
             heldout = after_training(run_dir.path, settings.eval, args.world_size, *in_memory(trainer, pairs))
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
-            if evaluate_once and trainer.eval_dataset is not None:
+            if evaluate_once and pairs.test:
                 metrics["eval"] = heldout.pop("trl_eval", None) if heldout else None
-                metrics["eval"] = metrics["eval"] or trainer.evaluate()
+                metrics["eval"] = metrics["eval"] or trainer.evaluate(
+                    tokenized(pairs, "test", settings.template, trainer.processing_class, args)
+                )
                 io.write_json(run_dir / RunDir.METRICS, {k: v for k, v in metrics.items() if k != "heldout"})
                 log_numbers("eval", metrics["eval"])
             written = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.path.iterdir()
@@ -146,30 +148,31 @@ def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
         run_dir.write_status("done")
 
 
-def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any], main: bool = True) -> Any:
-    """The tokenizer (the template checked against it), the model, and TRL's DPOTrainer with margins."""
+def build_trainer(
+    s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any], main: bool = True, evaluate_once: bool = False
+) -> Any:
+    """The tokenizer (the template checked against it), the model, and TRL's DPOTrainer with margins.
+
+    The trainer gets the test pairs only where it evaluates them itself (`eval_strategy`
+    during training, or at the end unless `evaluate_once`): otherwise TRL would prepare them,
+    and precompute their reference log-probs, for nothing.
+    """
     from ..modeling import load_model, load_tokenizer
-    from ..templates import check_template, to_dataset
+    from ..templates import check_template
     from ..tiny import cache_dir
-    from ..tokenization import tokenize_pairs
     from ..trainer import use_progress_log
     from ..trl_compat import MarginDPOTrainer
 
     tokenizer = load_tokenizer(s.model)
     check_template(s.template, tokenizer)  # before the weights load
     loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing)
-    with_margin = any(p.margin for p in pairs.train + pairs.test)
-
-    def tokenized(split: list[Pair], name: str) -> Any:  # once per sweep: cached on disk
-        dataset = to_dataset(split, s.template, with_margin)
-        return tokenize_pairs(dataset, loaded.tokenizer, args, name, cache_dir() / "tokenized")
-
+    test = tokenized(pairs, "test", s.template, loaded.tokenizer, args) if pairs.test else None
     trainer = MarginDPOTrainer(
         model=loaded.model,
         ref_model=loaded.ref_model,
         args=args,
-        train_dataset=tokenized(pairs.train, "train"),
-        eval_dataset=tokenized(pairs.test, "test") if pairs.test else None,
+        train_dataset=tokenized(pairs, "train", s.template, loaded.tokenizer, args),
+        eval_dataset=test if test is not None and (args.eval_strategy != "no" or not evaluate_once) else None,
         processing_class=loaded.tokenizer,
         peft_config=loaded.peft_config,
         callbacks=list(callbacks),
@@ -178,11 +181,22 @@ def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence
     use_progress_log(trainer)
     # TRL drops pairs whose prompt alone fills max_length; count them like every other drop.
     count_too_long(pairs.train_report, len(pairs.train), trainer.train_dataset, s, args, "train")
-    if pairs.test_report is not None and trainer.eval_dataset is not None:
-        count_too_long(pairs.test_report, len(pairs.test), trainer.eval_dataset, s, args, "test")
+    if pairs.test_report is not None and test is not None:
+        count_too_long(pairs.test_report, len(pairs.test), test, s, args, "test")
     if main:  # once, not once per rank
         log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
     return trainer
+
+
+def tokenized(pairs: Pairs, split: str, template: str, tokenizer: Any, args: Any) -> Any:
+    """One split's pairs as TRL's tokenized dataset: tokenized once per sweep, then read from the on-disk cache."""
+    from ..templates import to_dataset
+    from ..tiny import cache_dir
+    from ..tokenization import tokenize_pairs
+
+    with_margin = any(p.margin for p in pairs.train + pairs.test)
+    dataset = to_dataset(pairs.train if split == "train" else pairs.test, template, with_margin)
+    return tokenize_pairs(dataset, tokenizer, args, split, cache_dir() / "tokenized")
 
 
 def train(
