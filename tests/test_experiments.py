@@ -14,8 +14,8 @@ from tests.runs import fake_run
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 OWN = ("qlora_7b", "safedpo", "bfpo", "modpo")
-SHORT = ["model=tiny", "data=sample", "train.max_steps=2", "train.max_length=128", "train.per_device_train_batch_size=2",
-         "train.gradient_accumulation_steps=1", "train.per_device_eval_batch_size=32", "train.report_to=[]",
+SHORT = ["model=tiny", "data=sample", "train.max_steps=2", "train.max_length=128",
+         "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=1", "train.report_to=[]",
          "eval.after_train=false", "data.test_split=null"]  # fmt: skip
 
 
