@@ -191,11 +191,6 @@ def check_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"objective.{key}: expected a value >= 0, got {out[key]}")
     if "w" in out and not 0 < out["w"] < 1:  # also refuses NaN
         raise ConfigError(f"objective.w: expected a number in (0, 1) (the helpful weight), got {out['w']}")
-    if "margin_run" in out and not (isinstance(out["margin_run"], str) and out["margin_run"]):
-        raise ConfigError(
-            f"objective.margin_run: expected the directory of a finished DPO run (e.g. a harmless one), "
-            f"got {out['margin_run']!r}; pass objective.margin_run=RUN_DIR"
-        )
     if "on_conflict" in out and out["on_conflict"] not in CONFLICT_POLICIES:
         raise ConfigError(
             f"objective.on_conflict: expected one of {', '.join(CONFLICT_POLICIES)}, got '{out['on_conflict']}'"
