@@ -379,7 +379,10 @@ def step_timer() -> Any:
 
         def __init__(self) -> None:
             self.ends: list[float] = []
-            self.trainer: Any = None
+            self.dataloader: Any = None  # the train DataLoader, for what the run trained on
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.dataloader = kwargs.get("train_dataloader")
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.ends.append(time.perf_counter())

@@ -107,12 +107,12 @@ def run_safealign(cfg_overrides: list[str], timer: Any) -> dict[str, Any]:
     run_dir = Path(common.scratch(prefix="bench-overhead-")) / "run"
     with contextlib.redirect_stdout(io.StringIO()):
         metrics = dpo.run(common.compose(cfg_overrides), run_dir, callbacks=[timer])
-    trainer = timer.trainer
+    dataset = timer.dataloader.dataset
     return {
         "global_step": metrics["global_step"],
-        "examples": len(trainer.train_dataset),
-        "margin_path": trainer._has_margin,
-        "collator": type(trainer.data_collator).__name__,
+        "examples": len(dataset),
+        "margin_path": "margin" in dataset.column_names,
+        "collator": type(timer.dataloader.collate_fn).__name__,
     }
 
 

@@ -36,7 +36,7 @@ def test_w_outside_the_open_unit_interval_is_refused(w):
 
 
 def test_missing_margin_run_is_refused():
-    with pytest.raises(ConfigError, match=r"objective.margin_run: expected the directory of a finished run \(a finished DPO run"):
+    with pytest.raises(ConfigError, match=r"objective.margin_run: expected the directory of a finished run"):
         parse_train(compose("dpo", ["objective=modpo"]))
 
 
