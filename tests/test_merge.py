@@ -134,3 +134,27 @@ def test_merged_adapter_is_the_weighted_combination(tmp_path):
         assert not torch.allclose(
             merged[key], q * lora_deltas(a / "adapter")[key] + (1 - q) * lora_deltas(b / "adapter")[key]
         )
+
+
+def test_merge_config_errors_import_no_torch(tmp_path):
+    """A wrong run or key fails in a second with one line, before torch is imported."""
+    import subprocess
+    import sys
+
+    from tests.test_layout import REPO, _modules_after
+
+    a, gone, out_dir = bare_run(tmp_path / "a"), tmp_path / "gone", tmp_path / "m"
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['recipes/merge.py', 'runs=[{a},{gone}]', 'q=0.5', 'hydra.run.dir={out_dir}']\n"
+        "try:\n"
+        "    runpy.run_path('recipes/merge.py', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 1, e.code\n"
+    )
+    assert _modules_after(code) == []
+    args = [f"runs=[{a},{a}]", "q=0.5", "combination_type=linaer", f"hydra.run.dir={out_dir}"]
+    out = subprocess.run([sys.executable, "recipes/merge.py", *args], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 1 and "safealign: error: unknown combination type" in out.stderr
+    assert "Did you mean 'linear'" in out.stderr and "Traceback" not in out.stderr
