@@ -67,7 +67,8 @@ def test_preset_trains_a_few_steps(tmp_path, name):
 
     extra = []
     if name == "modpo":
-        extra = [f"objective.margin_run={fake_run(tmp_path / 'margin', seed=5)}"]
+        # fewer pairs (both responses safe) for the margin run to score before training
+        extra = [f"objective.margin_run={fake_run(tmp_path / 'margin', seed=5)}", "data.filters.max_severity=0"]
     cfg = compose("dpo", [f"experiment={name}", *SHORT, *extra])
     parse_train(cfg)
     metrics = train(cfg, tmp_path / "run", callbacks=[])
