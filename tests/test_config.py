@@ -67,7 +67,7 @@ def test_bfpo_sets_ipo():
         (["+objective.gama=2"], r"objective.gama: 'multilevel' has no option 'gama'.*Did you mean 'gamma'"),
         (["objective.on_conflict=ignore"], r"objective.on_conflict: expected one of drop, severity, annotator"),
         (["objective.name=multi"], r"unknown objective \(objective.name\) 'multi'.*"
-         r"bfpo, harmless, helpful, multilevel, safedpo"),
+         r"bfpo, harmless, helpful, modpo, multilevel, safedpo"),
         (["template.name=chatml"], r"unknown template \(template.name\) 'chatml'.*alpaca, beaver, chat"),
         (["peft=none"], r"quant=nf4 with peft=none"),
         (["quant=int8", "peft=none"], r"quant=int8 with peft=none"),

@@ -23,7 +23,7 @@ LENGTH_NORMALISED = frozenset({"ipo", "sigmoid_norm"})
 # rejected log-ratios on their own rather than their difference.
 NO_MARGIN = frozenset({"sft", "aot", "aot_unpaired", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down"})
 # Objectives whose per-pair targets are defined for one loss only.
-REQUIRED_LOSS: dict[str, list[str]] = {"bfpo": ["ipo"]}
+REQUIRED_LOSS: dict[str, list[str]] = {"bfpo": ["ipo"], "modpo": ["sigmoid"]}
 # Objective options that put a margin on pairs when non-zero.
 MARGIN_OPTIONS = ("gamma", "delta")
 

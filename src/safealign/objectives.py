@@ -144,6 +144,18 @@ def bfpo(row: Row, *, b1: float = 3.0, b3: float = 0.5, alpha: float = 0.5) -> P
     return pair(row, chosen, target - 0.5)
 
 
+@register
+def modpo(row: Row, *, margin_run: str = "", w: float = 0.5) -> Pair | Drop:
+    """MODPO (Zhou et al. 2024): the helpful pair, with the margin run's implicit reward as a margin.
+
+    A pure row function cannot score responses with a model: its pairs leave here with
+    margin 0, and `safealign.modpo` fills in ((1-w)/w)·(r_m(chosen) - r_m(rejected)) before
+    training, with r_m the implicit reward of the finished DPO run `margin_run`; training
+    then uses β/w, so the loss is -log σ((β/w)·h - ((1-w)/w)·Δr_m).
+    """
+    return helpful(row)
+
+
 def identical(row: Row) -> bool:
     return row["response_0"].strip() == row["response_1"].strip()
 
@@ -177,6 +189,8 @@ def check_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("gamma", "delta"):
         if key in out and not out[key] >= 0:  # also refuses NaN
             raise ConfigError(f"objective.{key}: expected a value >= 0, got {out[key]}")
+    if "w" in out and not 0 < out["w"] < 1:  # also refuses NaN
+        raise ConfigError(f"objective.w: expected a number in (0, 1) (the helpful weight), got {out['w']}")
     if "on_conflict" in out and out["on_conflict"] not in CONFLICT_POLICIES:
         raise ConfigError(
             f"objective.on_conflict: expected one of {', '.join(CONFLICT_POLICIES)}, got '{out['on_conflict']}'"

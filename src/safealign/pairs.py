@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import objectives
 from .data.schema import HARM_CATEGORIES, MAX_SEVERITY
 from .errors import ConfigError, DataError, did_you_mean
+from .losses import has_margin
 
 if TYPE_CHECKING:
     from .data.loading import Rows
@@ -88,6 +89,17 @@ class PairReport:
     by_category: Counter = field(default_factory=Counter)
     # Held-out split only: distinct prompts that the train split has too (evaluation on them is not held out).
     prompts_in_train: int | None = None
+    # Margin objectives only: each kept pair's margin, summarised (mean, min, max) in the report.
+    margins: list[float] | None = None
+
+    def set_margins(self, margins: Sequence[float]) -> None:
+        """Record the kept pairs' margins (MODPO fills its margins in after the pairs are built)."""
+        self.margins = [float(m) for m in margins]
+
+    def margin_summary(self) -> dict[str, float] | None:
+        if not self.margins:
+            return None
+        return {"mean": sum(self.margins) / len(self.margins), "min": min(self.margins), "max": max(self.margins)}
 
     def count(self, row: Mapping[str, Any], p: objectives.Pair) -> None:
         c, r = p.chosen_id, 1 - p.chosen_id
@@ -105,11 +117,14 @@ class PairReport:
             "by_severity_gap": {str(k): v for k, v in sorted(self.by_severity_gap.items())},
             "by_category": dict(sorted(self.by_category.items(), key=lambda kv: (-kv[1], kv[0]))),
             **({} if self.prompts_in_train is None else {"prompts_in_train": self.prompts_in_train}),
+            **({} if self.margins is None else {"margin": self.margin_summary()}),
         }
 
     def table(self) -> str:
         """A plain-text table for the console; safety is written chosen/rejected."""
         lines = [f"pairs kept: {self.kept}   dropped: {sum(self.dropped.values())}"]
+        if summary := self.margin_summary():
+            lines.append("  margin: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
         sections = (
             ("dropped by reason", self.dropped),
             ("kept by safety (chosen/rejected)", self.by_safety),
@@ -152,6 +167,8 @@ def build_pairs(
                 report.count(row, result)
                 continue
         report.dropped[reason] += 1
+    if has_margin(objective, options) and objective != "modpo":  # MODPO's margins come later (safealign.modpo)
+        report.set_margins([p.margin for p in pairs])
     return pairs, report
 
 

@@ -59,6 +59,10 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         from .evaluate import after_training
 
         args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
+        if settings.objective == "modpo":  # each pair's margin from the margin run's model, and β/w
+            from ..modpo import fill_margins
+
+            fill_margins(settings, args, pairs)
         if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
             checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
             run_dir.check_same_data(data_fingerprint(pairs))

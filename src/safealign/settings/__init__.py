@@ -37,6 +37,7 @@ from .eval import (
     ScorerConfig,
     parse_eval,
 )
+from .runs import check_margin_run
 from .train import RUN_KEYS, TRL_FIELDS, check_train_values
 from .typed import choice, container, existing_path, positive_int, typed
 
@@ -168,6 +169,8 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
     run = _run_options(train)
     train = check_train_values({k: v for k, v in train.items() if k not in RUN_KEYS})
     check_margins(pairs.objective, pairs.options, train["loss_type"], train.get("f_divergence_type", "reverse_kl"))
+    if pairs.objective == "modpo":  # the margin run: finished, with an adapter, on this base model
+        check_margin_run(pairs.options["margin_run"], model)
     ev = parse_eval(cfg.get("eval"))
     metric = cfg.get("metric")
     check_metric(metric, test_split=pairs.data.test_split is not None or pairs.data.test_path is not None, ev=ev)

@@ -1,0 +1,83 @@
+"""`recipes/merge.py`: merge the LoRA adapters of finished runs with PEFT's `add_weighted_adapter`.
+
+Why: P-SACPO (Wachi et al. 2024) merges a helpfulness-aligned and a safety-aligned model
+linearly, θ = q·θ_A + (1-q)·θ_B, and a sweep over q traces a helpful-harmless front without
+training again. With LoRA runs on one base model that is the base plus q·ΔW_A + (1-q)·ΔW_B,
+which PEFT's `cat` combination gives exactly (its rank is the sum of the runs' ranks); PEFT's
+`linear` mixes the A and B matrices separately (ΔW = (Σ√(w_i s_i)·B_i)(Σ√(w_i s_i)·A_i), with
+cross terms between runs), and `svd`, `ties`, `dare_*`, ... are PEFT's other combinations.
+
+The merged run directory is a run like a training run's, so `recipes/evaluate.py` and
+`recipes/compare.py` accept it: run A's `config.yaml` (base model, template, data, β),
+`adapter/`, `merge.json` (runs, weights, combination), `versions.json`, `status.json`, and
+`eval.json` from the held-out evaluation that follows (`eval.after_train`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from .. import io
+from ..errors import RunDirError
+from ..rundir import RunDir, package_versions
+from ..settings.runs import MergeSettings, parse_merge
+
+log = logging.getLogger("safealign")
+MERGE_FILE = "merge.json"
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Merge `runs` into `out_dir` and evaluate the result; returns merge.json's record (with `heldout`)."""
+    s = parse_merge(cfg)  # every value checked, the runs included: nothing is loaded yet
+    run_dir = RunDir(out_dir)
+    with run_dir.lock():
+        if run_dir.state() == "done" and not s.overwrite:
+            raise RunDirError(f"{run_dir} holds a finished run; choose another hydra.run.dir, or set overwrite=true")
+        from .dpo import status_of
+        from .evaluate import after_training
+
+        run_dir.clear()
+        run_dir.mark_running()
+        with status_of(run_dir, main=True):
+            record = merge(s, run_dir)
+        heldout = after_training(run_dir.path, s.eval)
+        if heldout is not None:
+            record["heldout"] = heldout["dimensions"]
+    return record
+
+
+def merge(s: MergeSettings, run_dir: RunDir) -> dict[str, Any]:
+    """Load the base model once, every run's adapter onto it, and save their weighted combination."""
+    from peft import PeftModel
+
+    from ..evaluation.report import load_run
+    from ..evaluation.scoring import release_memory
+    from ..modeling import load_model
+
+    first = load_run(s.runs[0])  # run A's checked settings: its base model and dtype
+    base = load_model(first.model, "none", first.peft)  # unquantized: LoRA weights are merged, not the base
+    names = [f"run{i}" for i in range(len(s.runs))]
+    model = PeftModel.from_pretrained(base.model, str(RunDir(s.runs[0]) / RunDir.ADAPTER), adapter_name=names[0])
+    for name, path in zip(names[1:], s.runs[1:], strict=True):
+        model.load_adapter(str(RunDir(path) / RunDir.ADAPTER), adapter_name=name)
+    extra = {} if s.density is None else {"density": s.density}
+    # Named "default", so that save_pretrained writes it at the top of adapter/ as training does.
+    model.add_weighted_adapter(names, s.weights, "default", combination_type=s.combination_type, **extra)
+    for name in names:
+        model.delete_adapter(name)
+    with io.atomic_dir(run_dir / RunDir.ADAPTER) as tmp:
+        model.save_pretrained(str(tmp), selected_adapters=["default"])
+        base.tokenizer.save_pretrained(str(tmp))
+    record = {"runs": [str(Path(r).expanduser().resolve()) for r in s.runs], "weights": s.weights, "q": s.q,
+              "combination_type": s.combination_type, "density": s.density}  # fmt: skip
+    io.write_text(run_dir / RunDir.CONFIG, (RunDir(s.runs[0]) / RunDir.CONFIG).read_text(encoding="utf-8"))
+    io.write_json(run_dir / MERGE_FILE, record)
+    io.write_json(run_dir / RunDir.VERSIONS, package_versions())
+    del model, base
+    release_memory()
+    log.info("merged %s with weights %s (%s) into %s", ", ".join(s.runs), s.weights, s.combination_type, run_dir)
+    return record

@@ -1,0 +1,75 @@
+"""Presets (`experiment=NAME`): each composes, sets hyperparameters but not the model, and trains a few
+steps on the embedded default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from safealign.cli import CONF_DIR, compose
+from safealign.settings import parse_train
+from tests.runs import fake_run
+
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+OWN = ("qlora_7b", "safedpo", "bfpo", "modpo")
+SHORT = ["model=tiny", "data=sample", "train.max_steps=2", "train.max_length=128",
+         "train.per_device_train_batch_size=2", "train.gradient_accumulation_steps=1", "train.report_to=[]",
+         "eval.after_train=false", "data.test_split=null"]  # fmt: skip
+
+
+def test_presets_are_shipped():
+    assert set(OWN) <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_preset_sets_hyperparameters_not_the_model(name):
+    base = compose("dpo", ["model=alpaca-7b"])
+    cfg = compose("dpo", [f"experiment={name}", "model=alpaca-7b"])
+    assert cfg.model == base.model
+    assert cfg.train != base.train
+    assert cfg.train.num_train_epochs >= 1 and cfg.train.max_length >= 512
+
+
+def test_preset_values():
+    qlora = compose("dpo", ["experiment=qlora_7b"])
+    assert qlora.train.learning_rate <= 1e-4 and qlora.train.lr_scheduler_type == "cosine"
+    assert 0 < qlora.train.warmup_steps < 1 and qlora.train.num_train_epochs == 1
+    assert qlora.train.gradient_checkpointing and len(qlora.peft.target_modules) == 7
+    safedpo = compose("dpo", ["experiment=safedpo"])
+    assert safedpo.data.name == "PKU-Alignment/PKU-SafeRLHF-30K" and safedpo.objective.delta == 10
+    bfpo = compose("dpo", ["experiment=bfpo"])
+    assert (bfpo.train.beta, bfpo.train.learning_rate, bfpo.train.num_train_epochs, bfpo.train.max_length) == (
+        0.01, 5e-7, 1, 1024)  # fmt: skip
+    modpo = compose("dpo", ["experiment=modpo"])
+    assert (modpo.peft.r, modpo.peft.alpha, modpo.train.learning_rate, modpo.train.max_length) == (64, 1, 5e-4, 512)
+    assert modpo.objective.w == 0.5 and modpo.data.name == "PKU-Alignment/PKU-SafeRLHF-10K"
+
+
+def test_command_line_groups_win_over_the_preset():
+    cfg = compose("dpo", ["experiment=modpo", "objective=harmless", "data=sample", "train.learning_rate=1e-5"])
+    assert cfg.objective.name == "harmless" and cfg.data.name is None and cfg.train.learning_rate == 1e-5
+    assert cfg.peft.r == 64  # the rest of the preset stays: MODPO's stage 1 (the margin model)
+
+
+def test_preset_cfg_job_from_the_command_line():
+    out = subprocess.run([sys.executable, "recipes/dpo.py", "experiment=bfpo", "model=alpaca-7b", "--cfg", "job"],
+                         cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "learning_rate: 5.0e-07" in out.stdout and "PKU-Alignment/alpaca-7b-reproduced" in out.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", OWN)
+def test_preset_trains_a_few_steps(tmp_path, name):
+    from safealign.jobs.dpo import run as train
+
+    extra = []
+    if name == "modpo":
+        # fewer pairs (both responses safe) for the margin run to score before training
+        extra = [f"objective.margin_run={fake_run(tmp_path / 'margin', seed=5)}", "data.filters.max_severity=0"]
+    cfg = compose("dpo", [f"experiment={name}", *SHORT, *extra])
+    parse_train(cfg)
+    metrics = train(cfg, tmp_path / "run", callbacks=[])
+    assert metrics["global_step"] == 2
