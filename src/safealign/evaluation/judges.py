@@ -101,7 +101,7 @@ def classifier_scores(
     limit = max_length - 1 if append_eos else max_length
     ids = [list(tokenizer(text=t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
     if append_eos:
-        ids = [seq + [tokenizer.eos_token_id] for seq in ids]
+        ids = [[*seq, tokenizer.eos_token_id] for seq in ids]
     scores: list[float] = []
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     saved = config.pad_token_id
@@ -110,7 +110,9 @@ def classifier_scores(
             for start in range(0, len(ids), batch_size):
                 chunk = ids[start : start + batch_size]
                 config.pad_token_id = _pooling_pad_id(chunk, saved)
-                input_ids = pad([torch.tensor(s) for s in chunk], padding_value=config.pad_token_id, padding_side="right")
+                input_ids = pad(
+                    [torch.tensor(s) for s in chunk], padding_value=config.pad_token_id, padding_side="right"
+                )
                 mask = pad([torch.ones(len(s), dtype=torch.long) for s in chunk], padding_value=0, padding_side="right")
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
                 scores += logits[:, 0].float().cpu().tolist()
@@ -212,5 +214,3 @@ def judge_responses(judge: JudgeConfig, prompts: Sequence[str], responses: Seque
         decided = [rec[k] for k in ("reward_unsafe", "cost_unsafe", "guard_unsafe") if rec.get(k) is not None]
         rec["unsafe"] = any(decided) if decided else None
     return records
-
-

@@ -89,9 +89,7 @@ def _refusing_opener(text: str) -> bool:
     for opener in REFUSAL_OPENERS:
         if text.startswith(opener):
             rest = text[len(opener) :].lstrip(" ,")
-            if opener.endswith(("can't", "cannot", "can not")) and rest.startswith(INTENSIFIERS):
-                return False
-            return True
+            return not (opener.endswith(("can't", "cannot", "can not")) and rest.startswith(INTENSIFIERS))
     return False
 
 
@@ -190,7 +188,7 @@ def bootstrap_rate(flags: Sequence[bool], resamples: int = RESAMPLES, seed: int 
     rng = random.Random(seed)
     n = len(flags)
     means = sorted(sum(flags[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    return [means[int(0.025 * (resamples - 1))], means[int(round(0.975 * (resamples - 1)))]]
+    return [means[int(0.025 * (resamples - 1))], means[round(0.975 * (resamples - 1))]]
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
@@ -231,4 +229,3 @@ def refusal_rates(
             for t in types
         }
     return out
-

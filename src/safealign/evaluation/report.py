@@ -171,7 +171,7 @@ def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
         "dimensions": preference_eval(models, settings.template, dpo, rows, filters, ev),
         # before generation_eval, which frees the policy for its judges
-        "refusal": refusal_eval(models, settings, ev, run.path, release=not ev.generate) if ev.refusal.enabled else None,
+        "refusal": refusal_eval(models, settings, ev, run.path, not ev.generate) if ev.refusal.enabled else None,
         "generation": generation_eval(models, settings, rows, filters, ev, run.path) if ev.generate else None,
         "settings": dataclasses.asdict(ev),
     }
