@@ -181,14 +181,22 @@ def load_refusal_prompts(path: str | Path | None, max_prompts: int | None = None
 RESAMPLES = 1000  # bootstrap resamples for the confidence intervals of rates
 
 
-def bootstrap_rate(flags: Sequence[bool], resamples: int = RESAMPLES, seed: int = 0) -> list[float] | None:
-    """The 95% percentile-bootstrap interval [low, high] of the mean of `flags` (None when empty)."""
-    if not flags:
+def bootstrap_rate(values: Sequence[float], resamples: int = RESAMPLES, seed: int = 0) -> list[float] | None:
+    """The 95% percentile-bootstrap interval [low, high] of the mean of `values` (booleans: a rate);
+    None when empty. Seeded, so a report is reproducible."""
+    import numpy as np
+
+    if len(values) == 0:
         return None
-    rng = random.Random(seed)
-    n = len(flags)
-    means = sorted(sum(flags[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    return [means[int(0.025 * (resamples - 1))], means[round(0.975 * (resamples - 1))]]
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // len(data))  # bound the memory of the resample index
+    means = np.concatenate(
+        [data[rng.integers(0, len(data), (min(chunk, resamples - k), len(data)))].mean(axis=1)
+         for k in range(0, resamples, chunk)]
+    )  # fmt: skip
+    low, high = np.percentile(means, [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 def _rate(flags: Sequence[bool]) -> float | None:
