@@ -173,3 +173,37 @@ def test_refusal_settings_are_checked_and_the_file_is_read_before_any_model(tmp_
     bad.write_text("prompt,label\nhi,maybe\n")
     with pytest.raises(ConfigError, match=r"eval.refusal.path: .*bad.csv, row 1, column 'label'"):
         parse_eval(compose("dpo", [f"eval.refusal.path={bad}"]).eval)
+
+
+@pytest.mark.integration
+def test_a_run_reports_refusal_for_policy_and_reference_with_a_judges_verdict(tmp_path_factory, tiny_path):
+    """The refusal block end to end, beside generation (so the policy stays loaded for it) and a cost judge
+    that calls every answer unsafe."""
+    import shutil
+
+    from safealign.evaluation.report import evaluate_run
+    from tests.test_evaluation import eval_settings, make_classifier, short_run
+
+    run = tmp_path_factory.mktemp("refusal") / "run"
+    shutil.copytree(short_run(tmp_path_factory), run)
+    cost = make_classifier(tiny_path, tmp_path_factory.mktemp("cost") / "cost", {0: 1.0})  # cost 1: unsafe
+    ev = eval_settings(dimensions=["harmless"], max_pairs=4, generate=True, max_prompts=2,
+                       generation={"max_new_tokens": 3, "batch_size": 4},
+                       judge={"cost": {"path": str(cost), "template": "{prompt} {response}"}},
+                       refusal={"enabled": True, "max_prompts": 6, "max_new_tokens": 4})  # fmt: skip
+    report = evaluate_run(run, ev)
+    block = report["refusal"]
+    assert block["prompts"] == 6 and block["max_new_tokens"] == 4 and report["generation"]["prompts"] == 2
+    lines = [json.loads(line) for line in (run / "refusals.jsonl").read_text().splitlines()]
+    assert [(line["prompt"], line["label"]) for line in lines] == [
+        (p.prompt, p.label) for p in load_refusal_prompts(None, max_prompts=6, seed=0)
+    ]
+    for side in ("policy", "reference"):
+        flags = [line[side]["refused"] for line in lines]
+        assert flags == [is_refusal(line[side]["response"]) for line in lines]
+        assert all(line[side]["unsafe"] is True for line in lines)
+        m = block[side]
+        assert m["safe_prompts"] + m["unsafe_prompts"] == 6
+        assert m["judge_unsafe_rate_safe_prompts"] in (1.0, None) and m["judged"] == 6
+        assert sum(t["safe_prompts"] + t["unsafe_prompts"] for t in m["by_type"].values()) == 6
+    assert json.loads((run / "eval.json").read_text())["refusal"] == json.loads(json.dumps(block))
