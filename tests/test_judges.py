@@ -128,6 +128,28 @@ def test_a_loaded_judge_appends_eos_from_its_config(random_classifier, tmp_path)
     assert [r["unsafe"] for r in records] == [s > 0 for s in expected]
 
 
+@pytest.mark.integration
+def test_a_score_head_with_weights_transformers_would_drop_is_refused(random_classifier, tmp_path):
+    """A head bias (safe-rlhf's `score_head` may have one) would be dropped on load and shift every score."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from safealign.errors import EvaluationError
+    from safealign.evaluation.judges import judge_responses
+
+    tokenizer, model = random_classifier
+    model.save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    weights = load_file(tmp_path / "judge" / "model.safetensors")
+    weights["score_head.bias"] = torch.ones(1)
+    weights["score_head.weight"] = weights.pop("score.weight")
+    save_file(weights, tmp_path / "judge" / "model.safetensors", metadata={"format": "pt"})
+    over = [f"eval.judge.cost.path={tmp_path / 'judge'}", "eval.judge.cost.key_mapping={score_head:score}"]
+    judge = parse_eval(compose("judge", ["generations=x", *over]).eval).judge
+    with pytest.raises(EvaluationError, match=r"score head has weights .*\(score.bias\)"):
+        judge_responses(judge, ["Q"], ["A"])
+
+
 # --- recipes/judge.py ------------------------------------------------------------------------
 
 ROWS = [

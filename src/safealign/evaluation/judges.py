@@ -52,6 +52,13 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any
                     f"map it, e.g. eval.judge.{role}.key_mapping={{score_head:score}} for safe-rlhf's beaver "
                     "models."
                 )
+            dropped = [k for k in info.get("unexpected_keys", ()) if k.split(".")[0] in ("score", "classifier")]
+            if dropped:  # e.g. a head bias: transformers' score head has none, and would drop it silently
+                raise EvaluationError(
+                    f"{key}={cfg.path}: the checkpoint's score head has weights that transformers' one-output, "
+                    f"bias-free score head cannot hold ({', '.join(dropped)}), so its scores would be shifted; "
+                    "this checkpoint cannot be scored exactly as a classifier judge"
+                )
         else:
             model = AutoModelForCausalLM.from_pretrained(cfg.path, **kwargs)
     except OSError as err:
