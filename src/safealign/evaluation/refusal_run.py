@@ -7,16 +7,23 @@ this module generates the responses they classify.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .refusal import SHIPPED_PROMPTS, is_refusal, load_refusal_prompts, refusal_rates
+
+if TYPE_CHECKING:
+    from ..settings import EvalSettings, TrainSettings
+    from .scoring import PolicyModels
 
 REFUSALS = "refusals.jsonl"  # in the run directory: every prompt with both sides' responses
 
 
-def refusal_eval(models: Any, settings: Any, ev: Any, run_dir: str | Path, release: bool) -> dict[str, Any]:
+def refusal_eval(
+    models: PolicyModels, settings: TrainSettings, ev: EvalSettings, run_dir: str | Path, release: bool
+) -> dict[str, Any]:
     """The `refusal` block of eval.json: the policy and the reference (adapter disabled) answer every
-    prompt of `eval.refusal.path` with the run's template and `eval.generation` settings, and each
+    prompt of `eval.refusal.path` with the run's template and `eval.generation` settings (but
+    `eval.refusal.max_new_tokens`: a refusal shows in the opening words), and each
     response is classified by `is_refusal` (and judged, when `eval.judge` names a judge).
 
     With `release`, the policy is freed before the judges load (nothing generates after this).
