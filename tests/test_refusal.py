@@ -172,7 +172,7 @@ def test_refusal_settings_are_checked_and_the_file_is_read_before_any_model(tmp_
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,label\nhi,maybe\n")
     with pytest.raises(ConfigError, match=r"eval.refusal.path: .*bad.csv, row 1, column 'label'"):
-        parse_eval(compose("dpo", [f"eval.refusal.path={bad}"]).eval)
+        parse_eval(compose("dpo", [f"eval.refusal.path={bad}", "eval.refusal.enabled=true"]).eval)
 
 
 @pytest.mark.integration
