@@ -49,6 +49,7 @@ from safealign.settings import (
     ScorerConfig,
     parse_eval,
 )
+from safealign.settings.eval import RefusalConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -174,17 +175,20 @@ PINNED = EvalSettings(
     generation=GenerationConfig(max_new_tokens=128, do_sample=False, temperature=1.0, top_p=1.0, batch_size=8),
     judge=JudgeConfig(
         reward=ScorerConfig(path=None, revision=None, template=BEAVER_JUDGE, higher_is_better=True, unsafe_above=None,
-                            unsafe_below=None, key_mapping=None),
+                            unsafe_below=None, key_mapping=None, append_eos=False),
         cost=ScorerConfig(path=None, revision=None, template=BEAVER_JUDGE, higher_is_better=False, unsafe_above=0.0,
-                          unsafe_below=None, key_mapping=None),
+                          unsafe_below=None, key_mapping=None, append_eos=False),
         guard=GuardConfig(path=None, revision=None, template="chat", max_new_tokens=10),
         quant="none", dtype="auto", batch_size=8, max_length=1024, trust_remote_code=False,
     ),
+    refusal=RefusalConfig(enabled=False, path=None, max_prompts=None, max_new_tokens=32),
 )  # fmt: skip
 
 
 def test_shipped_eval_config_is_every_recipes_default():
-    shipped = parse_eval(OmegaConf.load(CONF / "eval" / "default.yaml"))
+    node = OmegaConf.load(CONF / "eval" / "default.yaml")
+    assert node.pop("defaults") == ["_self_", {"judge": "none"}]  # the judge group (conf/eval/judge/) comes after
+    shipped = parse_eval(node)
     assert shipped == PINNED
     assert parse_eval(compose("dpo").eval) == shipped == parse_eval(compose("evaluate", ["run_dir=DIR"]).eval)
     assert parse_eval(shipped) is shipped  # already checked settings pass through

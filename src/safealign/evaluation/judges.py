@@ -52,6 +52,13 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any
                     f"map it, e.g. eval.judge.{role}.key_mapping={{score_head:score}} for safe-rlhf's beaver "
                     "models."
                 )
+            dropped = [k for k in info.get("unexpected_keys", ()) if k.split(".")[0] in ("score", "classifier")]
+            if dropped:  # e.g. a head bias: transformers' score head has none, and would drop it silently
+                raise EvaluationError(
+                    f"{key}={cfg.path}: the checkpoint's score head has weights that transformers' one-output, "
+                    f"bias-free score head cannot hold ({', '.join(dropped)}), so its scores would be shifted; "
+                    "this checkpoint cannot be scored exactly as a classifier judge"
+                )
         else:
             model = AutoModelForCausalLM.from_pretrained(cfg.path, **kwargs)
     except OSError as err:
@@ -68,25 +75,56 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any
     return tokenizer, place(model)
 
 
+def _pooling_pad_id(ids: Sequence[Sequence[int]], preferred: int | None) -> int:
+    """A padding id that no real token of the batch uses.
+
+    Why: transformers' *ForSequenceClassification reads the score at the rightmost token that
+    is not `config.pad_token_id`. Where the pad id is the EOS id (the usual fallback for Llama
+    tokenizers) and EOS ends every text (`append_eos`), the score would be read one token
+    early. Padding positions are masked out, so which id fills them changes nothing else.
+    """
+    used = {t for seq in ids for t in seq}
+    if preferred is not None and preferred not in used:
+        return preferred
+    return next(i for i in range(len(used) + 1) if i not in used)
+
+
 def classifier_scores(
-    tokenizer: Any, model: Any, texts: Sequence[str], batch_size: int, max_length: int
+    tokenizer: Any, model: Any, texts: Sequence[str], batch_size: int, max_length: int, append_eos: bool = False
 ) -> list[float]:
-    """The scalar score of each text (the model pools at the last non-pad token)."""
+    """The scalar score of each text, read at its last real token.
+
+    With `append_eos`, the tokenizer's EOS id ends every text (after truncation to
+    `max_length`), as safe-rlhf's reward and cost models saw `prompt + response + EOS` in
+    training and read their score at that end-of-sequence position.
+    """
     import torch
 
+    from ..trl_compat import pad
+
     device = next(model.parameters()).device
-    tokenizer.padding_side = "right"
+    if append_eos and tokenizer.eos_token_id is None:
+        raise EvaluationError("append_eos: the judge's tokenizer has no EOS token; set append_eos=false")
+    limit = max_length - 1 if append_eos else max_length
+    ids = [list(tokenizer(text=t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
+    if append_eos:
+        ids = [[*seq, tokenizer.eos_token_id] for seq in ids]
     scores: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(
-                list(texts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(device)
-            scores += model(**enc).logits[:, 0].float().cpu().tolist()
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    saved = config.pad_token_id
+    try:
+        with torch.no_grad():
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start : start + batch_size]
+                config.pad_token_id = _pooling_pad_id(chunk, saved)
+                input_ids = pad(
+                    [torch.tensor(s) for s in chunk], padding_value=config.pad_token_id, padding_side="right"
+                )
+                mask = pad([torch.ones(len(s), dtype=torch.long) for s in chunk], padding_value=0, padding_side="right")
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                scores += logits[:, 0].float().cpu().tolist()
+    finally:
+        config.pad_token_id = saved
     return scores
 
 
@@ -147,6 +185,11 @@ def _unsafe(score: float, cfg: ScorerConfig) -> bool | None:
     )
 
 
+def any_judge(judge: JudgeConfig) -> bool:
+    """Whether `judge` names at least one model (reward, cost or guard)."""
+    return bool(judge.reward.path or judge.cost.path or judge.guard.path)
+
+
 def judge_responses(judge: JudgeConfig, prompts: Sequence[str], responses: Sequence[str]) -> list[dict[str, Any]]:
     """Score each response with every configured judge, loading one judge at a time."""
     records: list[dict[str, Any]] = [{"response": r} for r in responses]
@@ -157,7 +200,9 @@ def judge_responses(judge: JudgeConfig, prompts: Sequence[str], responses: Seque
         tokenizer, model = _load_judge("classifier", role, cfg, judge)
         texts = [cfg.template.format(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
         for rec, score in zip(
-            records, classifier_scores(tokenizer, model, texts, judge.batch_size, judge.max_length), strict=True
+            records,
+            classifier_scores(tokenizer, model, texts, judge.batch_size, judge.max_length, cfg.append_eos),
+            strict=True,
         ):
             rec[role] = score
             rec[f"{role}_unsafe"] = _unsafe(score, cfg)
@@ -176,5 +221,3 @@ def judge_responses(judge: JudgeConfig, prompts: Sequence[str], responses: Seque
         decided = [rec[k] for k in ("reward_unsafe", "cost_unsafe", "guard_unsafe") if rec.get(k) is not None]
         rec["unsafe"] = any(decided) if decided else None
     return records
-
-

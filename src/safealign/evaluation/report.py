@@ -23,6 +23,7 @@ from .dimensions import build_dimensions, load_heldout
 from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
 from .metrics import dimension_metrics, side_metrics, win_rates
+from .refusal_run import REFUSALS, format_refusal, refusal_eval
 from .scoring import PolicyModels, load_policy, release_memory, score_units, tokenize_units
 from .trl_metrics import eval_metrics
 
@@ -188,6 +189,10 @@ def evaluate_run(
         "truncation_mode": dpo.truncation_mode,
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
         "dimensions": dimensions,
+        # before generation_eval, which frees the policy for its judges
+        "refusal": refusal_eval(models, settings, ev, run.path, owned and not ev.generate)
+        if ev.refusal.enabled
+        else None,
         "generation": generation_eval(models, settings, rows, filters, ev, run.path) if ev.generate else None,
         "settings": dataclasses.asdict(ev),
     }
@@ -197,6 +202,7 @@ def evaluate_run(
         release_memory()
     io.write_json(run / RunDir.EVAL, report)
     written = [run / RunDir.EVAL] + ([run / RunDir.GENERATIONS] if ev.generate else [])
+    written += [run / REFUSALS] if ev.refusal.enabled else []
     log.info("%s\n%s\nwrote %s", run, format_report(report), ", ".join(map(str, written)))
     if trl_eval:
         report["trl_eval"] = trl_eval  # returned to training for metrics.json, not part of eval.json
@@ -235,6 +241,8 @@ def format_report(report: Mapping[str, Any]) -> str:
             )
         wins = ", ".join(f"{k} {_fmt(v)}" for k, v in gen["win_rate"].items())
         lines.append(f"  policy win rate over reference: {wins or '-'}")
+    if report.get("refusal"):
+        lines += format_refusal(report["refusal"])
     return "\n".join(lines)
 
 

@@ -53,6 +53,8 @@ class ScorerConfig:
     when its raw score is above `unsafe_above` or below `unsafe_below` (null: this judge does
     not decide safety). `key_mapping` renames checkpoint weights on load (transformers'
     `key_mapping`), e.g. `{score_head: score}` for safe-rlhf's LlamaForScore checkpoints.
+    `append_eos` ends `template + response` with the tokenizer's EOS token, and the score is
+    read there, as safe-rlhf's beaver models were trained and are scored.
     """
 
     path: str | None
@@ -62,6 +64,7 @@ class ScorerConfig:
     unsafe_above: float | None
     unsafe_below: float | None
     key_mapping: dict[str, str] | None
+    append_eos: bool
 
 
 @dataclass
@@ -92,6 +95,21 @@ class JudgeConfig:
 
 
 @dataclass
+class RefusalConfig:
+    """Refusal and over-refusal on a labelled prompt set (`safealign.evaluation.refusal`).
+
+    `path`: a CSV or JSON Lines file with the columns prompt, label (safe/unsafe) and optional
+    type, e.g. XSTest's xstest_prompts.csv; null: the shipped set. `max_new_tokens` null: the
+    `eval.generation` value (a refusal shows in the opening words, so fewer tokens suffice).
+    """
+
+    enabled: bool
+    path: str | None
+    max_prompts: int | None
+    max_new_tokens: int | None
+
+
+@dataclass
 class EvalSettings:
     """The checked `eval` group."""
 
@@ -105,6 +123,7 @@ class EvalSettings:
     max_prompts: int
     generation: GenerationConfig
     judge: JudgeConfig
+    refusal: RefusalConfig
 
 
 def parse_eval(node: Any) -> EvalSettings:
@@ -172,3 +191,19 @@ def _check_eval_values(ev: EvalSettings) -> None:
     _check_judge_template(judge.guard.template, "eval.judge.guard.template", chat_allowed=True)
     for role in ("reward", "cost", "guard"):
         existing_path(getattr(judge, role).path, f"eval.judge.{role}.path", hub_ids=True)
+    _check_refusal(ev.refusal)
+
+
+def _check_refusal(cfg: RefusalConfig) -> None:
+    """The refusal keys, and the prompt file itself (read now: a bad row must not wait for a model load)."""
+    from ..errors import DataError
+    from ..evaluation.refusal import load_refusal_prompts
+
+    positive_int(cfg.max_prompts, "eval.refusal.max_prompts", allow_none=True)
+    positive_int(cfg.max_new_tokens, "eval.refusal.max_new_tokens", allow_none=True)
+    existing_path(cfg.path, "eval.refusal.path")
+    if cfg.enabled and cfg.path:
+        try:
+            load_refusal_prompts(cfg.path)
+        except DataError as err:
+            raise ConfigError(f"eval.refusal.path: {err}") from err

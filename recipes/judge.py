@@ -1,0 +1,28 @@
+"""Judge the generations of any model: refusal, and the configured reward/cost/guard judges.
+
+    python recipes/judge.py generations=FILE                          # refusal only, offline
+    python recipes/judge.py generations=FILE eval/judge=beaver-7b-unified
+    python recipes/judge.py generations=FILE eval.judge.cost.path=MODEL hydra.run.dir=DIR
+
+FILE is JSON Lines with `prompt` and `response` (and optionally `model`, which groups rows).
+Writes DIR/judged.jsonl (every row with `refused`, each judge's score or verdict, `unsafe`) and
+DIR/judge_summary.json (per model: harmless rate, refusal rate, mean reward and cost, 95% CIs).
+The job itself: src/safealign/jobs/judge.py.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from safealign.cli import check_argv, run_recipe
+
+
+@hydra.main(config_path="../conf", config_name="judge", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from safealign.jobs import judge
+
+    run_recipe(judge.run, cfg)
+
+
+if __name__ == "__main__":
+    check_argv("judge")
+    main()
