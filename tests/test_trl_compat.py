@@ -219,3 +219,32 @@ def test_a_corrupt_reference_cache_is_rebuilt_with_a_warning(tiny_path, tmp_path
     assert sorted(p.name for p in cache.iterdir()) == [path.name]
     again = _precomputing_trainer(tiny_path, tmp_path, cache)
     assert again.ref_cache_hits == ["train"] and _ref_logps(again) == expected
+
+
+@pytest.mark.integration
+def test_seed_sweeps_share_the_reference_cache(tiny_path, tmp_path):
+    """The reference hash leaves out the new adapter's random initial weights, and nothing else."""
+    from peft import LoraConfig
+    from transformers import set_seed
+
+    def lora_trainer(seed: int, scale_base: float = 1.0) -> trl_compat.MarginDPOTrainer:
+        set_seed(seed)
+        model, tokenizer = tiny(tiny_path)
+        if scale_base != 1.0:
+            with torch.no_grad():
+                model.lm_head.weight.mul_(scale_base)
+        return trl_compat.MarginDPOTrainer(
+            model=model, args=dpo_args(tmp_path / f"out{seed}", precompute_ref_log_probs=True, seed=seed),
+            train_dataset=to_dataset(PAIRS, "beaver"), processing_class=tokenizer, ref_cache_dir=tmp_path / "cache",
+            peft_config=LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights="gaussian", task_type="CAUSAL_LM"),
+        )  # fmt: skip
+
+    first, second = lora_trainer(1), lora_trainer(2)
+    lora = [k for k, v in first.model.state_dict().items() if "lora_A" in k]
+    assert lora and not torch.equal(first.model.state_dict()[lora[0]], second.model.state_dict()[lora[0]])
+    assert first._precompute_model_hash == second._precompute_model_hash
+    assert second.ref_cache_hits == ["train"]
+    assert _ref_logps(second) == _ref_logps(first)
+    other_base = lora_trainer(3, scale_base=1.5)
+    assert other_base._precompute_model_hash != first._precompute_model_hash
+    assert other_base.ref_cache_hits == []

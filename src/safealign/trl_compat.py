@@ -11,6 +11,8 @@ runs it too). What this module uses:
 - `DataCollatorForPreference`, `add_fused_lm_head`: batching and the log-prob head;
 - `data_utils.common_prefix_length`, `is_conversational`: the prompt/response boundary and
   the plain-text test that `safealign.tokenization` (TRL's tokenization, batched) needs;
+- `hash_module` (as `dpo_trainer` calls it): a reference hash that leaves out the trained
+  adapter's random initial weights, so seed sweeps share the reference cache;
 - `_precompute_ref_logps`, `_precompute_model_hash`, `_compute_loss`,
   `compute_ref_log_probs`, `_set_signature_columns_if_needed`, `_metrics`: the hooks
   `MarginDPOTrainer` overrides to add a per-pair margin, an on-disk reference cache,
@@ -31,12 +33,14 @@ path: `templates.to_dataset` only adds the `margin` column when some margin is n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,7 @@ INTERNALS = (
     (dpo_trainer, "DataCollatorForPreference"),
     (trl_utils, "add_fused_lm_head"),
     (trl_utils, "pad"),
+    (dpo_trainer, "hash_module"),
     (trl_data_utils, "common_prefix_length"),
     (trl_data_utils, "is_conversational"),
 )
@@ -240,7 +245,8 @@ class MarginDPOTrainer(DPOTrainer):
                 truncation_mode=args_.truncation_mode,
                 pad_to_multiple_of=args_.pad_to_multiple_of,
             )
-        super().__init__(*args, **kwargs)
+        with _reference_hash(kwargs.get("ref_model")):
+            super().__init__(*args, **kwargs)
         if self._has_margin:
             # From here on the reference log-probs always travel in the batch: TRL's
             # precomputed ones, or computed per batch in `_compute_loss` below.
@@ -334,6 +340,39 @@ class MarginDPOTrainer(DPOTrainer):
         metrics["rewards/chosen"][-1] = gather(chosen).mean().item()
         metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
         metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+
+
+@contextlib.contextmanager
+def _reference_hash(ref_model: Any) -> Iterator[None]:
+    """While TRL's `__init__` runs: hash only what the reference computes with.
+
+    TRL keys precomputed reference log-probs by `hash_module(model)`, which includes the new
+    LoRA adapter's random initial weights: runs that differ only in `train.seed` would never
+    share the cache although their reference (the adapter disabled) is the same. Without a
+    separate `ref_model`, the trained adapter's weights are left out of the hash (a frozen
+    "ref" adapter, when there is one, stays in).
+    """
+    original = dpo_trainer.hash_module
+
+    def reference_only(module: Any) -> str:
+        trained = getattr(module, "active_adapters", None)
+        if ref_model is not None or not trained or not hasattr(module, "peft_config"):
+            return original(module)
+        names = {f".{name}." for name in trained if name != "ref"}
+        digest = hashlib.sha256()
+        for key, tensor in sorted(module.state_dict().items()):
+            if not any(n in key for n in names):
+                tensor = tensor.detach().cpu()
+                digest.update(f"{key}:{tensor.dtype}".encode())
+                digest.update(tensor.float().numpy().tobytes() if tensor.dtype.is_floating_point else
+                              tensor.numpy().tobytes())  # fmt: skip
+        return digest.hexdigest()
+
+    dpo_trainer.hash_module = reference_only
+    try:
+        yield
+    finally:
+        dpo_trainer.hash_module = original
 
 
 class _OutputRecorder:
