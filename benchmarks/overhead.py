@@ -116,12 +116,11 @@ def run_safealign(cfg_overrides: list[str], timer: Any) -> dict[str, Any]:
     }
 
 
-def run_plain(dataset: Any, model_dir: Path, args: Any, timer: Any) -> dict[str, Any]:
-    """One training run as a plain TRL script: NF4-quantized model, LoRA, DPOTrainer."""
+def run_plain_model(model_dir: str | Path, args: Any) -> tuple[Any, Any, Any]:
+    """The model, tokenizer and LoRA config as a plain TRL script loads them: NF4, kbit preparation, q/k/v/o."""
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    from trl import DPOTrainer
 
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     bnb = BitsAndBytesConfig(
@@ -137,6 +136,14 @@ def run_plain(dataset: Any, model_dir: Path, args: Any, timer: Any) -> dict[str,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
         task_type="CAUSAL_LM",
     )
+    return model, tokenizer, lora
+
+
+def run_plain(dataset: Any, model_dir: Path, args: Any, timer: Any) -> dict[str, Any]:
+    """One training run as a plain TRL script: NF4-quantized model, LoRA, DPOTrainer."""
+    from trl import DPOTrainer
+
+    model, tokenizer, lora = run_plain_model(model_dir, args)
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora, callbacks=[timer]
     )
