@@ -36,8 +36,8 @@ SAMPLE = common.REPO / "src" / "safealign" / "data" / "sample"
 def command(side: str, model_dir: Path, out: Path) -> list[str]:
     if side == "safealign":
         return [sys.executable, "recipes/dpo.py", "objective=helpful", f"hydra.run.dir={out}"]
-    return [sys.executable, "benchmarks/plain_dpo.py", "--model", str(model_dir),
-            "--train", str(SAMPLE / "train.jsonl"), "--test", str(SAMPLE / "test.jsonl"), "--out", str(out)]  # fmt: skip
+    files = ["--train", str(SAMPLE / "train.jsonl"), "--test", str(SAMPLE / "test.jsonl")]
+    return [sys.executable, "benchmarks/plain_dpo.py", "--model", str(model_dir), *files, "--out", str(out)]
 
 
 def run(side: str, model_dir: Path, cache: Path) -> dict[str, Any]:
