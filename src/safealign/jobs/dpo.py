@@ -8,36 +8,19 @@ run files; `status.json` says running, interrupted, failed (with the error) or d
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import io
-from ..data.loading import load_split
-from ..errors import DataError, Interrupted, SafealignError
-from ..objectives import Pair
-from ..pairs import PairReport, build_pairs, count_shared_prompts, make_pairs
-from ..rundir import RunDir, fingerprint, is_main_process, package_versions, usable_checkpoint
+from ..errors import SafealignError
+from ..rundir import RunDir, is_main_process, usable_checkpoint
 from ..settings import TrainSettings, parse_train
+from .training import Pairs, count_too_long, data_fingerprint, load_pairs, start, status_of, train
 
 log = logging.getLogger("safealign")
-
-
-@dataclass
-class Pairs:
-    """The pairs a run trains and is evaluated on, with what became of every row."""
-
-    train: list[Pair]
-    train_report: PairReport
-    test: list[Pair]
-    test_report: PairReport | None
 
 
 def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -84,60 +67,6 @@ def run_for_sweeper(cfg: DictConfig, run_dir: str | Path) -> float | None:
     return select_metric(run(cfg, run_dir), cfg.get("metric"))
 
 
-def data_fingerprint(pairs: Pairs) -> dict[str, Any]:
-    return {"train_pairs": len(pairs.train), "train_sha256": fingerprint(pairs.train),
-            "test_pairs": len(pairs.test), "test_sha256": fingerprint(pairs.test)}  # fmt: skip
-
-
-def start(run_dir: RunDir, cfg: DictConfig, resolved: Any, pairs: Pairs, clear: bool, checkpoint: Path | None) -> None:
-    """Everything checked: replace a previous run's outputs (`train.overwrite`) and record this run."""
-    if clear:
-        run_dir.clear()
-    if checkpoint is not None:
-        log.info("resuming from %s", checkpoint)
-    run_dir.mark_running()
-    run_dir.write_hydra_files(cfg)
-    io.write_text(run_dir / RunDir.CONFIG, OmegaConf.to_yaml(resolved))
-    io.write_json(run_dir / RunDir.VERSIONS, package_versions())
-    io.write_json(run_dir / RunDir.FINGERPRINT, data_fingerprint(pairs))
-    io.write_json(run_dir / RunDir.PAIR_REPORT, {
-        "train": pairs.train_report.to_dict(),
-        "test": pairs.test_report.to_dict() if pairs.test_report else None,
-    })  # fmt: skip
-
-
-def load_pairs(s: TrainSettings) -> Pairs:
-    """The train pairs (none left is an error that says where every row went) and the held-out pairs."""
-    train_pairs, train_report = make_pairs(load_split(s.data, "train"), s.objective, s.options, s.filters)
-    test_rows = load_split(s.data, "test")
-    if test_rows is None:
-        return Pairs(train_pairs, train_report, [], None)
-    test_pairs, test_report = build_pairs(test_rows.rows, s.objective, s.options, s.filters, dropped=test_rows.dropped)
-    shared = count_shared_prompts(train_pairs, test_pairs, test_report)
-    if shared and is_main_process():
-        total = len({p.prompt for p in test_pairs})
-        log.warning("%d of %d held-out prompts also occur in the train split: evaluation on them is not held out "
-                    "(pair_report.json: test.prompts_in_train)", shared, total)  # fmt: skip
-    return Pairs(train_pairs, train_report, test_pairs, test_report)
-
-
-@contextlib.contextmanager
-def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
-    """Mark the run done when the block finishes, interrupted or failed (with the error) when it raises."""
-    try:
-        yield
-    except Interrupted as err:
-        if main:
-            run_dir.write_status("interrupted", error=str(err))
-        raise
-    except BaseException as err:
-        if main:
-            run_dir.write_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
-    if main:
-        run_dir.write_status("done")
-
-
 def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any], main: bool = True) -> Any:
     """The tokenizer (the template checked against it), the model, and TRL's DPOTrainer with margins."""
     from ..modeling import load_model, load_tokenizer
@@ -169,58 +98,6 @@ def build_trainer(s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence
     if main:  # once, not once per rank
         log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
     return trainer
-
-
-def train(
-    trainer: Any, stop: Any, s: TrainSettings, run_dir: RunDir, checkpoint: Path | None, main: bool
-) -> dict[str, Any]:
-    """Train, save the adapter and metrics.json; returns the metrics. A run whose loss is not finite fails."""
-    from ..trainer import model_summary
-
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if stop.stopped_by is not None:
-        raise Interrupted(run_dir.path, stop.stopped_by, trainer.state.global_step)
-    metrics: dict[str, Any] = {
-        "train": result.metrics,
-        "global_step": trainer.state.global_step,
-        "train_seconds": time.perf_counter() - start,
-        "resumed_from": checkpoint.name if checkpoint else None,
-        "world_size": trainer.args.world_size,
-        "ref_cache_hits": trainer.ref_cache_hits,
-        "model": model_summary(trainer.model, s.model.name_or_path, s.quant, s.peft.method),
-    }
-    bad = {k: v for k, v in result.metrics.items() if isinstance(v, float) and not math.isfinite(v)
-           and (k == "train_loss" or k.startswith(("rewards/", "logps/")))}  # fmt: skip
-    if bad:
-        raise SafealignError(
-            f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} (check train.beta, "
-            "train.learning_rate and the objective's margins); the adapter was not saved"
-        )
-    if trainer.eval_dataset is not None:
-        metrics["eval"] = trainer.evaluate()
-    metrics["log_history"] = trainer.state.log_history
-    trainer.save_model(str(run_dir / RunDir.ADAPTER))
-    if main:
-        io.write_json(run_dir / RunDir.METRICS, metrics)
-    if main:
-        log.info("train: %s", {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)})
-        if "eval" in metrics:
-            log.info("eval: %s", {k: round(v, 4) for k, v in metrics["eval"].items() if isinstance(v, float)})
-    return metrics
-
-
-def count_too_long(report: PairReport, before: int, dataset: Any, s: TrainSettings, args: Any, split: str) -> None:
-    """Count the pairs TRL dropped because the prompt alone fills `max_length`; none left is an error."""
-    dropped = before - len(dataset)
-    if dropped:
-        report.kept -= dropped
-        report.dropped["prompt_too_long"] += dropped
-    if len(dataset) == 0:
-        raise DataError(
-            f"every {split} pair was dropped: all {dropped} prompts (with template={s.template}) fill "
-            f"train.max_length={args.max_length} tokens. Raise train.max_length, or shorten the prompts"
-        )
 
 
 def select_metric(metrics: dict[str, Any] | None, key: str | None) -> float | None:
