@@ -16,9 +16,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import SafealignError
-from ..rundir import RunDir, is_main_process, usable_checkpoint
+from ..rundir import RunDir, is_main_process
 from ..settings import TrainSettings, parse_train
-from .training import Pairs, count_too_long, data_fingerprint, load_pairs, start, status_of, train
+from .training import Claimed, Pairs, count_too_long, load_pairs, train_run
 
 log = logging.getLogger("safealign")
 
@@ -37,20 +37,12 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
         pairs = load_pairs(settings)  # before torch is imported: a data error answers in a second or two
 
-        from ..trainer import StopOnSignal, dpo_config
+        from ..trainer import dpo_config
         from .evaluate import after_training
 
         args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
-        if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
-            checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
-            run_dir.check_same_data(data_fingerprint(pairs))
-        stop = StopOnSignal()
-        trainer = build_trainer(settings, args, pairs, [stop, *callbacks], main)
-        if main:
-            start(run_dir, cfg, resolved, pairs, clear, checkpoint)
-
-        with status_of(run_dir, main):
-            metrics = train(trainer, stop, settings, run_dir, checkpoint, main)
+        metrics = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
+                            build_trainer, callbacks)  # fmt: skip
 
         if main:
             heldout = after_training(run_dir.path, settings.eval, args.world_size)

@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..objectives import Pair
 from ..pairs import PairReport
-from ..rundir import RunDir, is_main_process, usable_checkpoint
+from ..rundir import RunDir, is_main_process
 from ..settings import SFTSettings, parse_sft
-from .training import Pairs, count_too_long, data_fingerprint, load_pairs, log_done, start, status_of, train
+from .training import Claimed, Pairs, count_too_long, load_pairs, log_done, train_run
 
 log = logging.getLogger("safealign")
 
@@ -37,18 +37,11 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
         pairs = load_pairs(settings)
 
-        from ..trainer import StopOnSignal, sft_config
+        from ..trainer import sft_config
 
         args = sft_config(settings.train, run_dir / RunDir.CHECKPOINTS)
-        if checkpoint is not None:
-            checkpoint = usable_checkpoint(checkpoint, explicit=settings.run.resume not in (None, "auto"))
-            run_dir.check_same_data(data_fingerprint(pairs))
-        stop = StopOnSignal()
-        trainer = build_trainer(settings, args, pairs, [stop, *callbacks], main)
-        if main:
-            start(run_dir, cfg, resolved, pairs, clear, checkpoint)
-        with status_of(run_dir, main):
-            metrics = train(trainer, stop, settings, run_dir, checkpoint, main)
+        metrics = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
+                            build_trainer, callbacks)  # fmt: skip
         if main:
             log_done(run_dir)
     return metrics

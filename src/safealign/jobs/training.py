@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..data.loading import load_split
 from ..errors import DataError, Interrupted, SafealignError
 from ..objectives import Pair
 from ..pairs import PairReport, build_pairs, count_shared_prompts, make_pairs
-from ..rundir import RunDir, fingerprint, is_main_process, package_versions
+from ..rundir import RunDir, fingerprint, is_main_process, package_versions, usable_checkpoint
 from ..settings import PairsSettings, SFTSettings
 
 log = logging.getLogger("safealign")
@@ -38,6 +38,42 @@ class Pairs:
     train_report: PairReport
     test: list[Pair]
     test_report: PairReport | None
+
+
+@dataclass
+class Claimed:
+    """A run directory its job has claimed (`RunDir.claim`): what to resume from, whether to clear it."""
+
+    cfg: DictConfig
+    resolved: Any  # the config as plain data, as config.yaml records it
+    run_dir: RunDir
+    checkpoint: Path | None
+    clear: bool
+    main: bool  # rank 0 (or a single process): the one that writes run files
+
+
+def train_run(
+    claimed: Claimed, s: SFTSettings, pairs: Pairs, args: Any, build_trainer: Callable[..., Any],
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """From checked settings and pairs to the saved adapter: check the checkpoint and the data of a resumed
+    run, build the trainer (`build_trainer(s, args, pairs, callbacks, main)`), record the run, train.
+
+    Nothing of a previous run is touched before the trainer is built, i.e. before everything that
+    can be checked ahead of training has been.
+    """
+    from ..trainer import StopOnSignal
+
+    c, checkpoint = claimed, claimed.checkpoint
+    if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
+        checkpoint = usable_checkpoint(checkpoint, explicit=s.run.resume not in (None, "auto"))
+        c.run_dir.check_same_data(data_fingerprint(pairs))
+    stop = StopOnSignal()
+    trainer = build_trainer(s, args, pairs, [stop, *callbacks], c.main)
+    if c.main:
+        start(c.run_dir, c.cfg, c.resolved, pairs, c.clear, checkpoint)
+    with status_of(c.run_dir, c.main):
+        return train(trainer, stop, s, c.run_dir, checkpoint, c.main)
 
 
 def data_fingerprint(pairs: Pairs) -> dict[str, Any]:
