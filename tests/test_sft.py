@@ -182,3 +182,14 @@ def test_sacpo_preset_composes_from_the_command_line():
     assert result.returncode == 0, result.stderr
     cfg = yaml.safe_load(result.stdout)
     assert cfg["train"]["beta"] == 0.025 and cfg["objective"]["name"] == "harmless"
+
+
+def test_sft_run_directory_follows_the_training_rules(tmp_path):
+    """A finished run is never trained over without train.overwrite=true: refused before anything loads."""
+    from safealign.errors import RunDirError
+    from safealign.jobs.sft import run
+
+    (tmp_path / "status.json").write_text('{"status": "done"}')
+    with pytest.raises(RunDirError, match=r"holds a finished run; .*train\.overwrite=true"):
+        run(compose("sft", []), tmp_path)
+    assert json.loads((tmp_path / "status.json").read_text()) == {"status": "done"}
