@@ -107,6 +107,11 @@ def load_model(
     so no second copy is loaded; full fine-tuning loads an explicit, unquantized reference
     (`reference`, by default whether `peft=none`). Remote code runs only with
     `model.trust_remote_code=true`.
+
+    With `model.adapter` (a previous run) the policy is a PeftModel that already carries that
+    run's adapter, trainable, and there is no LoRA config: TRL's DPOTrainer then copies the
+    adapter into a frozen "ref" adapter and uses it as the reference, so the reference is the
+    starting run's model on the same single copy of the base weights.
     """
     if reference is None:
         reference = peft_cfg.method == "none"
@@ -129,6 +134,14 @@ def load_model(
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    adapter = getattr(model_cfg, "adapter", None)
+    if adapter is not None:
+        from peft import PeftModel
+
+        from .settings import adapter_dir
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir(adapter)), is_trainable=True)
+        return LoadedModel(model, tokenizer, ref_model, None)
     return LoadedModel(model, tokenizer, ref_model, lora_config(peft_cfg))
 
 

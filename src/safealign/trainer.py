@@ -1,4 +1,4 @@
-"""The training loop's public parts: the DPOConfig a run trains with, and the callbacks it adds.
+"""The training loop's public parts: the DPOConfig (or SFTConfig) a run trains with, and the callbacks it adds.
 
 `settings` has already checked every `train` value; this module only resolves what
 depends on the device (`bf16: auto`, CPU training) and builds TRL's `DPOConfig`. The
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
-from trl import DPOConfig
+from trl import DPOConfig, SFTConfig
 
 from .errors import ConfigError, did_you_mean
 
@@ -27,6 +27,18 @@ def has_bf16() -> bool:
 
 def dpo_config(train: Mapping[str, Any], output_dir: str | Path, precompute_ref: bool = False) -> DPOConfig:
     """The checked `train` keys as TRL's DPOConfig. `bf16: auto` means bf16 where the GPU has it."""
+    args = trl_config(DPOConfig, train, output_dir)
+    args.precompute_ref_log_probs = precompute_ref
+    return args
+
+
+def sft_config(train: Mapping[str, Any], output_dir: str | Path) -> SFTConfig:
+    """The checked `train` keys of `recipes/sft.py` as TRL's SFTConfig."""
+    return trl_config(SFTConfig, train, output_dir)
+
+
+def trl_config(cls: type, train: Mapping[str, Any], output_dir: str | Path) -> Any:
+    """The checked `train` keys as the TRL config class `cls`, resolving what depends on the device."""
     kwargs = dict(train)
     # Without a GPU, train on the CPU explicitly: that is also what makes a multi-process launch
     # (accelerate launch --multi_gpu, torchrun) use gloo there instead of running each rank alone.
@@ -40,7 +52,7 @@ def dpo_config(train: Mapping[str, Any], output_dir: str | Path, precompute_ref:
         if old in kwargs and kwargs.get(new) is None:
             kwargs[new] = kwargs.pop(old)
     try:
-        args = DPOConfig(output_dir=str(output_dir), **kwargs)
+        args = cls(output_dir=str(output_dir), **kwargs)
     except (TypeError, ValueError) as err:  # e.g. "bogus is not a valid SchedulerType": name the key
         head = str(err).split(" is")[0]
         named = [k for k, v in kwargs.items() if isinstance(v, (str, int, float)) and f"{v}" in head]
@@ -52,7 +64,6 @@ def dpo_config(train: Mapping[str, Any], output_dir: str | Path, precompute_ref:
         valid = [*sorted(INTEGRATION_TO_CALLBACK), "all", "none"]
         raise ConfigError(f"train.report_to: unknown integration {unknown[0]!r}. Valid: {', '.join(valid)}."
                           f"{did_you_mean(unknown[0], valid)}")  # fmt: skip
-    args.precompute_ref_log_probs = precompute_ref
     return args
 
 

@@ -3,7 +3,9 @@
 Sequences are rendered with the run's template and tokenized and truncated by TRL's own
 code (`tokenization.tokenize_pairs`, TRL's preprocessing batched, and TRL's preference collator), so the implicit reward
 is exactly the quantity training optimised. The reference is the policy with its adapter
-disabled (one copy in memory); with full fine-tuning it is the base model, loaded apart.
+disabled (one copy in memory); with full fine-tuning it is the base model, loaded apart. A run
+that started from another run's adapter (`model.adapter`) was trained against that adapter's
+model, so there the reference is that adapter, loaded beside the trained one on the same base.
 """
 
 from __future__ import annotations
@@ -17,26 +19,38 @@ from typing import Any
 
 from ..objectives import Pair
 from ..rundir import RunDir
-from ..settings import TrainSettings
+from ..settings import TrainSettings, adapter_dir
 from .dimensions import Units
+
+REFERENCE_ADAPTER = "reference"  # the starting adapter of a chained run, beside the trained "default"
 
 
 @dataclass
 class PolicyModels:
     """The trained policy and how to get its reference without a second copy.
 
-    With LoRA the reference is the policy with its adapter disabled; with full fine-tuning
-    (`peft=none`) it is the base model, loaded separately (there is no other way).
+    With LoRA the reference is the policy with its adapter disabled, or, for a run started
+    from `model.adapter`, the policy with that starting adapter active (`reference_adapter`);
+    with full fine-tuning (`peft=none`) it is the base model, loaded separately (there is no
+    other way).
     """
 
     policy: Any
     tokenizer: Any
     reference_model: Any | None = None
+    reference_adapter: str | None = None
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[Any]:
         if self.reference_model is not None:
             yield self.reference_model
+        elif self.reference_adapter is not None:
+            active = self.policy.active_adapter
+            self.policy.set_adapter(self.reference_adapter)
+            try:
+                yield self.policy
+            finally:
+                self.policy.set_adapter(active)
         else:
             with self.policy.disable_adapter():
                 yield self.policy
@@ -71,10 +85,15 @@ def load_policy(run_dir: str | Path, settings: TrainSettings) -> PolicyModels:
         for model in (policy.model, reference):
             add_fused_lm_head(model)
         return PolicyModels(place(policy.model), policy.tokenizer, place(reference))
-    loaded = load_model(settings.model, settings.quant, settings.peft)
+    start = settings.model.adapter  # the run continued this adapter: it is the reference
+    loaded = load_model(dataclasses.replace(settings.model, adapter=None), settings.quant, settings.peft)
     add_fused_lm_head(loaded.model)  # TRL's log-prob head, as in training; added before PEFT wraps the model
     model = PeftModel.from_pretrained(loaded.model, str(adapter))
-    return PolicyModels(place(model), loaded.tokenizer)
+    if start is None:
+        return PolicyModels(place(model), loaded.tokenizer)
+    model.load_adapter(str(adapter_dir(start)), adapter_name=REFERENCE_ADAPTER)
+    model.set_adapter("default")
+    return PolicyModels(place(model), loaded.tokenizer, reference_adapter=REFERENCE_ADAPTER)
 
 
 

@@ -24,6 +24,7 @@ from ..errors import ConfigError, unknown_key, unknown_name
 from ..losses import check_margins
 from ..pairs import Filters
 from ..templates import TEMPLATES
+from .adapter import adapter_dir, check_adapter
 from .data import FILTER_KEYS, ON_INVALID, DataConfig, parse_data
 from .eval import (
     DIMENSIONS,
@@ -38,18 +39,20 @@ from .eval import (
     parse_eval,
 )
 from .runs import check_margin_run
-from .train import RUN_KEYS, TRL_FIELDS, check_train_values
+from .train import RUN_KEYS, SFT_RUN_KEYS, TRL_FIELDS, check_train_values
 from .typed import choice, container, existing_path, positive_int, typed
 
 __all__ = [
     "DIMENSIONS", "DTYPES", "FILTER_KEYS", "ON_INVALID", "PEFT_METHODS", "QUANT_METHODS", "RUN_KEYS", "TRL_FIELDS",
     "DataConfig", "EvalDataConfig", "EvalSettings", "GenerationConfig", "GuardConfig", "JudgeConfig", "ModelConfig",
-    "PairsSettings", "PeftConfig", "QuantConfig", "RunOptions", "ScorerConfig", "TemplateConfig", "TrainSettings",
-    "check_metric", "fill_missing", "parse_data", "parse_eval", "parse_pairs", "parse_train",
+    "PairsSettings", "PeftConfig", "QuantConfig", "RunOptions", "SFTSettings", "ScorerConfig", "TemplateConfig",
+    "TrainSettings", "adapter_dir", "check_metric", "fill_missing", "parse_data", "parse_eval", "parse_pairs",
+    "parse_sft", "parse_train",
 ]  # fmt: skip
 
 PEFT_METHODS = ("lora", "none")
 TRAIN_GROUPS = ("data", "objective", "template", "model", "quant", "peft", "train")
+SFT_TOP_LEVEL: tuple[str, ...] = ()  # sft.yaml has no `eval` group and no `metric`
 TOP_LEVEL = ("metric", "eval")  # keys of dpo.yaml beside the training groups
 
 @dataclass
@@ -58,6 +61,7 @@ class ModelConfig:
     revision: str | None
     dtype: str
     trust_remote_code: bool
+    adapter: str | None  # a previous run (or adapter dir) to continue from; its model is the DPO reference
     tiny: dict[str, int] | None = None  # only model=tiny has these two
     tiny_vocab_size: int | None = None
 
@@ -104,8 +108,8 @@ class PairsSettings:
 
 
 @dataclass
-class TrainSettings(PairsSettings):
-    """A checked training config. `train` holds DPOConfig's keyword arguments (`trainer.dpo_config`)."""
+class SFTSettings(PairsSettings):
+    """A checked SFT config (`recipes/sft.py`). `train` holds SFTConfig's keyword arguments."""
 
     template: str
     model: ModelConfig
@@ -113,6 +117,12 @@ class TrainSettings(PairsSettings):
     peft: PeftConfig
     train: dict[str, Any]
     run: RunOptions
+
+
+@dataclass
+class TrainSettings(SFTSettings):
+    """A checked DPO config. `train` holds DPOConfig's keyword arguments (`trainer.dpo_config`)."""
+
     eval: EvalSettings
     metric: str | None
 
@@ -122,9 +132,9 @@ class TrainSettings(PairsSettings):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_top_keys(cfg: DictConfig, groups: Sequence[str]) -> None:
+def _check_top_keys(cfg: DictConfig, groups: Sequence[str], top_level: Sequence[str] = TOP_LEVEL) -> None:
     # `train` may come along with objective=bfpo (it sets train.loss_type) even where unused.
-    valid = [*groups, *TOP_LEVEL, "train"]
+    valid = [*groups, *top_level, "train"]
     for key in cfg:
         if key != "hydra" and key not in valid:
             raise unknown_key(str(key), valid, "the config")
@@ -133,9 +143,11 @@ def _check_top_keys(cfg: DictConfig, groups: Sequence[str]) -> None:
             raise ConfigError(f"{group}: missing config group; choose one with {group}=NAME")
 
 
-def parse_pairs(cfg: DictConfig, groups: Sequence[str] = ("data", "objective")) -> PairsSettings:
+def parse_pairs(
+    cfg: DictConfig, groups: Sequence[str] = ("data", "objective"), top_level: Sequence[str] = TOP_LEVEL
+) -> PairsSettings:
     """Check what building pairs needs (`data`, `objective`); used by `recipes/pairs.py`."""
-    _check_top_keys(cfg, groups)
+    _check_top_keys(cfg, groups, top_level)
     data, filters = parse_data(cfg.data)
     objective_cfg = dict(container(cfg.objective, "objective"))
     name = objective_cfg.pop("name", None)
@@ -145,8 +157,25 @@ def parse_pairs(cfg: DictConfig, groups: Sequence[str] = ("data", "objective")) 
 
 
 def parse_train(cfg: DictConfig) -> TrainSettings:
-    """Check the whole training config; raises ConfigError naming the key, before any data or model loads."""
-    pairs = parse_pairs(cfg, TRAIN_GROUPS)
+    """Check the whole DPO training config; raises ConfigError naming the key, before any data or model loads."""
+    s = _parse_training(cfg, "DPOConfig", TOP_LEVEL)
+    check_margins(s.objective, s.options, s.train["loss_type"], s.train.get("f_divergence_type", "reverse_kl"))
+    if s.objective == "modpo":  # the margin run: finished, with an adapter, on this base model
+        check_margin_run(s.options["margin_run"], s.model)
+    ev = parse_eval(cfg.get("eval"))
+    metric = cfg.get("metric")
+    check_metric(metric, test_split=s.data.test_split is not None or s.data.test_path is not None, ev=ev)
+    return TrainSettings(**{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, eval=ev, metric=metric)
+
+
+def parse_sft(cfg: DictConfig) -> SFTSettings:
+    """Check the whole SFT config (`recipes/sft.py`: `train` keys are SFTConfig's), before anything loads."""
+    return _parse_training(cfg, "SFTConfig", SFT_TOP_LEVEL)
+
+
+def _parse_training(cfg: DictConfig, trl_class: str, top_level: Sequence[str]) -> SFTSettings:
+    """What DPO and SFT configs share: data, objective, template, model, quant, peft and `train`."""
+    pairs = parse_pairs(cfg, TRAIN_GROUPS, top_level)
     template = choice(typed(TemplateConfig, cfg.template, "template").name, TEMPLATES, "template (template.name)")
     model = typed(ModelConfig, cfg.model, "model")
     choice(model.dtype, DTYPES, "dtype (model.dtype)")
@@ -165,17 +194,13 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
         raise ConfigError(
             f"quant={quant} with peft=none: a quantized model cannot be fully fine-tuned; use peft=lora, or quant=none"
         )
+    check_adapter(model, peft.method)
     train = dict(container(cfg.train, "train"))
-    run = _run_options(train)
-    train = check_train_values({k: v for k, v in train.items() if k not in RUN_KEYS})
-    check_margins(pairs.objective, pairs.options, train["loss_type"], train.get("f_divergence_type", "reverse_kl"))
-    if pairs.objective == "modpo":  # the margin run: finished, with an adapter, on this base model
-        check_margin_run(pairs.options["margin_run"], model)
-    ev = parse_eval(cfg.get("eval"))
-    metric = cfg.get("metric")
-    check_metric(metric, test_split=pairs.data.test_split is not None or pairs.data.test_path is not None, ev=ev)
-    return TrainSettings(pairs.data, pairs.filters, pairs.objective, pairs.options, template, model, quant, peft,
-                         train, run, ev, metric)  # fmt: skip
+    run_keys = RUN_KEYS if trl_class == "DPOConfig" else SFT_RUN_KEYS
+    run = _run_options(train, run_keys)
+    train = check_train_values({k: v for k, v in train.items() if k not in run_keys}, trl_class)
+    return SFTSettings(pairs.data, pairs.filters, pairs.objective, pairs.options, template, model, quant, peft,
+                       train, run)  # fmt: skip
 
 
 def _check_lora(peft: PeftConfig) -> None:
@@ -187,13 +212,15 @@ def _check_lora(peft: PeftConfig) -> None:
         raise ConfigError("peft.target_modules: expected a list of module names (e.g. [q_proj, v_proj]) or all-linear")
 
 
-def _run_options(train: Mapping[str, Any]) -> RunOptions:
-    """safealign's own `train` keys (resume, overwrite, precompute_ref), checked."""
-    given = {k: train[k] for k in RUN_KEYS if k in train}
-    missing = [k for k in RUN_KEYS if k not in given]
+def _run_options(train: Mapping[str, Any], keys: Sequence[str] = RUN_KEYS) -> RunOptions:
+    """safealign's own `train` keys (resume, overwrite, precompute_ref; SFT has no reference: no
+    precompute_ref), checked."""
+    given = {k: train[k] for k in keys if k in train}
+    missing = [k for k in keys if k not in given]
     if missing:
-        raise ConfigError(f"train.{missing[0]}: missing config key (conf/train/default.yaml sets it)")
-    opts = RunOptions(**given)
+        source = "conf/train/default.yaml" if "precompute_ref" in keys else "conf/train/sft.yaml"
+        raise ConfigError(f"train.{missing[0]}: missing config key ({source} sets it)")
+    opts = RunOptions(**{"precompute_ref": False, **given})
     if opts.resume in (False, "false", "none", "null", ""):
         opts.resume = None
     if opts.resume is not None and not isinstance(opts.resume, str):

@@ -1,6 +1,7 @@
-"""The `train` group: every key a DPOConfig field, every value of its type and in range.
+"""The `train` group: every key a DPOConfig (or, for `recipes/sft.py`, SFTConfig) field, every value of
+its type and in range.
 
-The DPOConfig fields and their value kinds come from `trl_fields.json`, a snapshot of the
+The DPOConfig and SFTConfig fields and their value kinds come from `trl_fields.json`, a snapshot of the
 installed TRL (`python -m safealign.trl_compat` rewrites it; `tests/test_trl_compat.py`
 compares them), so checking a config never imports TRL or torch.
 """
@@ -19,6 +20,7 @@ from ..losses import LOSS_TYPES
 FIELDS_FILE = Path(__file__).parents[1] / "trl_fields.json"
 TRL_FIELDS: dict[str, Any] = json.loads(FIELDS_FILE.read_text(encoding="utf-8"))
 RUN_KEYS = ("resume", "overwrite", "precompute_ref")  # safealign's own `train` keys (settings.RunOptions)
+SFT_RUN_KEYS = ("resume", "overwrite")  # SFT has no reference model: no precompute_ref
 
 KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
               "list": "a list", "dict": "a mapping", "null": "null"}  # fmt: skip
@@ -54,27 +56,45 @@ def _number(train: Mapping[str, Any], key: str, low: float, *, strict: bool = Fa
         raise ConfigError(f"train.{key}: expected {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
 
 
-def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
-    """Every key a DPOConfig field, every value of the field's type and in range. Returns the keys, normalised."""
-    fields: dict[str, list[str]] = TRL_FIELDS["DPOConfig"]
+def check_train_values(train: dict[str, Any], trl_class: str = "DPOConfig") -> dict[str, Any]:
+    """Every key a field of `trl_class` (DPOConfig, or SFTConfig for `recipes/sft.py`), every value of the
+    field's type and in range. Returns the keys, normalised."""
+    fields: dict[str, list[str]] = TRL_FIELDS[trl_class]
+    dpo = trl_class == "DPOConfig"
+    run_keys = RUN_KEYS if dpo else SFT_RUN_KEYS
     for key, value in train.items():
         if key in ("output_dir", "precompute_ref_log_probs"):
             hint = "train.precompute_ref" if key == "precompute_ref_log_probs" else "hydra.run.dir"
             raise ConfigError(f"train.{key}: set by safealign; use {hint} instead")
+        if not dpo and (key in TRL_FIELDS["DPOConfig"] or key in RUN_KEYS) and key not in fields:
+            raise ConfigError(f"train.{key}: a DPO setting, not an SFTConfig field (recipes/sft.py trains with "
+                              f"trl.SFTConfig); remove it, e.g. ~train.{key} on the command line")  # fmt: skip
         if key not in fields:
-            raise unknown_key(f"train.{key}", [*fields, *RUN_KEYS], "train (any trl.DPOConfig field)")
+            raise unknown_key(f"train.{key}", [*fields, *run_keys], f"train (any trl.{trl_class} field)")
         if key == "bf16":
             continue  # auto, true or false: checked below
-        if key == "loss_type" and isinstance(value, str):
+        if key == "loss_type" and not dpo and not isinstance(value, str):
+            raise ConfigError(f"train.loss_type: SFT takes one loss name (nll or dft), got {value!r}; a DPO "
+                              "objective's loss (objective=bfpo sets [ipo]) does not apply to SFT: "
+                              "add ~train.loss_type")  # fmt: skip
+        if key == "loss_type" and isinstance(value, str) and dpo:
             train[key] = value = [value]  # `train.loss_type=sigmoid` from the command line
         if isinstance(value, (int, float)) and not isinstance(value, bool) and fields[key] == ["str"]:
             train[key] = value = str(value)  # `train.run_name=1` from the command line
         if not _kind_ok(value, fields[key]):
             expected = " or ".join(KIND_NAMES.get(k, k) for k in fields[key])
             raise ConfigError(f"train.{key}: expected {expected}, got {value!r}")
-    for key, valid in TRL_FIELDS.get("DPOConfig_choices", {}).items():
+    for key, valid in TRL_FIELDS.get(f"{trl_class}_choices", {}).items():
         if key in train and train[key] is not None and str(train[key]) not in valid:
             raise unknown_name(f"value of train.{key}", train[key], valid)
+    if dpo:
+        _check_dpo_loss(train)
+    _check_numbers(train)
+    return train
+
+
+def _check_dpo_loss(train: dict[str, Any]) -> None:
+    """DPOConfig's loss_type (a list, normalised), loss_weights and beta."""
     train["loss_type"] = loss = list(train.get("loss_type", ["sigmoid"]))  # a bare name was listed above
     if not loss:
         raise ConfigError("train.loss_type: expected at least one loss type, e.g. [sigmoid]")
@@ -91,6 +111,10 @@ def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
             raise ConfigError(f"train.loss_weights: expected finite numbers, got {weights!r}")
     _number(train, "beta", 0, strict=True)
+
+
+def _check_numbers(train: dict[str, Any]) -> None:
+    """The numeric fields DPOConfig and SFTConfig share (both are transformers TrainingArguments)."""
     _number(train, "learning_rate", 0)
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                 "logging_steps", "save_steps", "eval_steps"):  # fmt: skip
@@ -125,7 +149,6 @@ def check_train_values(train: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"train.bf16: expected auto, true or false, got {bf16!r}")
     if bf16 is True or train.get("activation_offloading"):
         _check_device(train)
-    return train
 
 
 def _check_device(train: Mapping[str, Any]) -> None:
