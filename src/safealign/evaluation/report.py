@@ -100,16 +100,18 @@ def preference_eval(
     filters: Filters,
     ev: EvalSettings,
     run_pairs: Sequence[Pair] = (),
+    trl_args: Any = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's DPOConfig),
-    and TRL's eval metrics of `run_pairs` (the run's own test pairs) from the same scoring pass."""
+    and TRL's eval metrics of `run_pairs` (the run's own test pairs) from the same scoring pass, with the
+    DPOConfig that training used (`trl_args`; MODPO trains with β/w), else the run's."""
     dims, units = build_dimensions(rows.rows, filters, ev.dimensions, ev.max_pairs, ev.seed)
     located = [units.add(p.prompt, p.chosen, p.rejected) for p in run_pairs]
     tokenized = tokenize_units(units, template, models.tokenizer, dpo)
     batch_size = ev.batch_size or dpo.per_device_eval_batch_size
     scores = score_units(models, tokenized, dpo, batch_size)
     dimensions = {name: dimension_metrics(dim, scores, dpo.beta) for name, dim in dims.items()}
-    return dimensions, eval_metrics(run_pairs, located, scores, dpo) if run_pairs else {}
+    return dimensions, eval_metrics(run_pairs, located, scores, trl_args or dpo) if run_pairs else {}
 
 
 def generation_eval(
@@ -161,12 +163,17 @@ def generation_eval(
 
 
 def evaluate_run(
-    run_dir: str | Path, ev: EvalSettings, models: PolicyModels | None = None, run_pairs: Sequence[Pair] = ()
+    run_dir: str | Path,
+    ev: EvalSettings,
+    models: PolicyModels | None = None,
+    run_pairs: Sequence[Pair] = (),
+    trl_args: Any = None,
 ) -> dict[str, Any]:
     """Evaluate one finished run and write `RUN_DIR/eval.json` (and `generations.jsonl`); returns the report.
 
     `models`: the policy already in memory at the end of training (it is used as it is, not
-    reloaded from the saved adapter); `run_pairs`: the run's test pairs, whose TRL eval
+    reloaded from the saved adapter); `run_pairs` (and `trl_args`, training's DPOConfig): the
+    run's test pairs, whose TRL eval
     metrics then come from the same scoring pass (the report's `trl_eval`).
     """
     run = RunDir(run_dir)
@@ -179,7 +186,7 @@ def evaluate_run(
     start = time.perf_counter()
     owned = models is None
     models = load_policy(run.path, settings) if models is None else models
-    dimensions, trl_eval = preference_eval(models, settings.template, dpo, rows, filters, ev, run_pairs)
+    dimensions, trl_eval = preference_eval(models, settings.template, dpo, rows, filters, ev, run_pairs, trl_args)
     report: dict[str, Any] = {
         "run_dir": str(run),
         "objective": settings.objective,

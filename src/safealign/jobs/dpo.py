@@ -55,7 +55,7 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
                                      evaluate=not once)  # fmt: skip
 
         if main:
-            heldout = after_training(run_dir.path, settings.eval, args.world_size, *in_memory(trainer, pairs))
+            heldout = after_training(run_dir.path, settings.eval, args.world_size, *in_memory(trainer, pairs), args)
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
             if once and pairs.test:

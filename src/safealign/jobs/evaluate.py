@@ -23,7 +23,12 @@ log = logging.getLogger("safealign.evaluation")
 
 
 def after_training(
-    run_dir: str | Path, ev: EvalSettings, world_size: int = 1, models: Any = None, run_pairs: Sequence[Any] = ()
+    run_dir: str | Path,
+    ev: EvalSettings,
+    world_size: int = 1,
+    models: Any = None,
+    run_pairs: Sequence[Any] = (),
+    trl_args: Any = None,
 ) -> dict[str, Any] | None:
     """What training calls once the run is marked done: `evaluate_run` when `eval.after_train`,
     on the model still in memory (`models`), scoring the run's test pairs (`run_pairs`) in the same pass.
@@ -38,7 +43,7 @@ def after_training(
         log.info("distributed run: evaluate it with python recipes/evaluate.py run_dir=%s", run_dir)
         return None
     try:
-        return evaluate_run(run_dir, ev, models, run_pairs)
+        return evaluate_run(run_dir, ev, models, run_pairs, trl_args)
     except NoHeldOutError as err:
         log.info("no held-out evaluation: %s", err)
         return None
