@@ -167,7 +167,7 @@ def fresh_copy(run: Path, dest: Path) -> Path:
 # evaluation depend on them (max_pairs, seed, dimensions), so they must not drift.
 BEAVER_JUDGE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{response}"
 PINNED = EvalSettings(
-    after_train=True, dimensions=list(DIMENSIONS), max_pairs=512, batch_size=None, seed=0,
+    after_train=True, dimensions=list(DIMENSIONS), max_pairs=512, batch_size=None, seed=0, bootstrap=1000,
     data=EvalDataConfig(name=None, config=None, revision=None, path=None, test_path=None, test_split=None,
                         on_invalid=None, verify_sha256=None, filters=None),
     generate=False, max_prompts=64,

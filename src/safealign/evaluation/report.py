@@ -21,7 +21,7 @@ from ..settings import EvalSettings, TrainSettings, fill_missing, parse_train
 from .dimensions import build_dimensions, load_heldout
 from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
-from .metrics import dimension_metrics, side_metrics, win_rates
+from .metrics import dimension_metrics, pair_outcomes, side_metrics, win_rates
 from .scoring import PolicyModels, load_policy, release_memory, score_units, tokenize_units
 
 log = logging.getLogger("safealign.evaluation")
@@ -91,13 +91,15 @@ def load_run(run_dir: str | Path) -> TrainSettings:
 
 def preference_eval(
     models: PolicyModels, template: str, dpo: Any, rows: Rows, filters: Filters, ev: EvalSettings
-) -> dict[str, Any]:
-    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's DPOConfig)."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's
+    DPOConfig), and each dimension's per-pair outcomes (for `eval_pairs.json`)."""
     dims, units = build_dimensions(rows.rows, filters, ev.dimensions, ev.max_pairs, ev.seed)
     tokenized = tokenize_units(units, template, models.tokenizer, dpo)
     batch_size = ev.batch_size or dpo.per_device_eval_batch_size
     scores = score_units(models, tokenized, dpo, batch_size)
-    return {name: dimension_metrics(dim, scores, dpo.beta) for name, dim in dims.items()}
+    metrics = {name: dimension_metrics(dim, scores, dpo.beta, ev.bootstrap, ev.seed) for name, dim in dims.items()}
+    return metrics, {name: pair_outcomes(dim, scores, dpo.beta, units) for name, dim in dims.items()}
 
 
 
@@ -160,6 +162,7 @@ def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
     rows, filters = load_heldout(settings, ev)
     start = time.perf_counter()
     models = load_policy(run.path, settings)
+    dimensions, pairs = preference_eval(models, settings.template, dpo, rows, filters, ev)
     report: dict[str, Any] = {
         "run_dir": str(run),
         "objective": settings.objective,
@@ -168,15 +171,16 @@ def evaluate_run(run_dir: str | Path, ev: EvalSettings) -> dict[str, Any]:
         "max_length": dpo.max_length,
         "truncation_mode": dpo.truncation_mode,
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
-        "dimensions": preference_eval(models, settings.template, dpo, rows, filters, ev),
+        "dimensions": dimensions,
         "generation": generation_eval(models, settings, rows, filters, ev, run.path) if ev.generate else None,
         "settings": dataclasses.asdict(ev),
     }
     report["seconds"] = time.perf_counter() - start
     models.policy = models.reference_model = None
     release_memory()
+    io.write_json(run / RunDir.EVAL_PAIRS, {"dimensions": pairs})
     io.write_json(run / RunDir.EVAL, report)
-    written = [run / RunDir.EVAL] + ([run / RunDir.GENERATIONS] if ev.generate else [])
+    written = [run / RunDir.EVAL, run / RunDir.EVAL_PAIRS] + ([run / RunDir.GENERATIONS] if ev.generate else [])
     log.info("%s\n%s\nwrote %s", run, format_report(report), ", ".join(map(str, written)))
     return report
 
