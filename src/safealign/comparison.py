@@ -296,7 +296,11 @@ def compare(
     io.write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
     summary_md = summary_markdown(summary, varied, baseline, resamples)
     io.write_text(sweep_dir / "summary.md", summary_md)
-    plot_tradeoff(summary.to_dict("records"), [c.describe(varied) for c in configs], sweep_dir / "comparison.png")
+    plot_tradeoff(
+        summary.to_dict("records"),
+        [f"{c.describe(varied)} ({len(c.seeds)} seeds)" for c in configs],
+        sweep_dir / "comparison.png",
+    )
     plot_curves(summaries, sweep_dir / "curves.png")
     for run in summaries:
         if run.state != "done":

@@ -177,7 +177,7 @@ def summary_table(
     for config in configs:
         runs = config.evaluated
         row: dict[str, Any] = {"objective": config.objective, **{k: config.overrides.get(k) for k in varied}}
-        row["seeds"] = " ".join(str(s) for s in config.seeds)
+        row["seeds"] = " ".join("?" if s is None else str(s) for s in config.seeds)
         for dim in DIMENSIONS:
             row[f"{dim}_accuracy"] = _mean([r.accuracy(dim) for r in runs])
             row[f"{dim}_ci_low"] = row[f"{dim}_ci_high"] = None
