@@ -127,3 +127,15 @@ def test_eval_bootstrap_is_checked():
     assert eval_settings().bootstrap == 1000
     with pytest.raises(ConfigError, match=r"eval.bootstrap: expected an integer >= 1, got 0"):
         eval_settings(bootstrap=0)
+
+
+def test_console_report_shows_the_ci():
+    from safealign.evaluation.report import format_report
+
+    dim = {"pairs": 63, "accuracy": 0.778, "margin": 0.41, "reference_accuracy": 0.571}
+    report = {"data": {"source": "test.jsonl", "rows": 64}, "objective": "helpful", "beta": 0.1,
+              "dimensions": {"harmless": {**dim, "ci_low": 0.683, "ci_high": 0.873}, "helpful": dim}}  # fmt: skip
+    lines = format_report(report).splitlines()
+    assert "95% CI" in lines[1]
+    assert lines[2].split() == ["harmless", "63", "0.778", "[0.683,", "0.873]", "0.410", "0.571"]
+    assert lines[3].split() == ["helpful", "63", "0.778", "-", "0.410", "0.571"]  # an eval.json from before CIs

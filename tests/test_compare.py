@@ -324,7 +324,7 @@ def test_baseline_errors_list_the_configurations(seed_sweep):
         compare(seed_sweep, baseline="objective=helpfull")
     for k, seed in enumerate((1, 2)):
         seed_run(seed_sweep, 6 + k, ["objective=harmless", "train.beta=0.05"], {}, seed)
-    with pytest.raises(ConfigError, match=r"matches 2 configurations \(objective=harmless, train.beta=None; "
+    with pytest.raises(ConfigError, match=r"matches 2 configurations \(objective=harmless, train.beta=\(default\); "
                                           r"objective=harmless, train.beta=0.05\)"):  # fmt: skip
         compare(seed_sweep, baseline="objective=harmless")
     compare(seed_sweep, baseline="objective=harmless train.beta=0.05")

@@ -49,7 +49,8 @@ class Configuration:
         return [r.seed for r in self.evaluated]
 
     def describe(self, varied: Sequence[str]) -> str:
-        return ", ".join([f"objective={self.objective}", *(f"{k}={self.overrides.get(k)}" for k in varied)])
+        shown = [f"{k}={self.overrides.get(k, '(default)')}" for k in varied]
+        return ", ".join([f"objective={self.objective}", *shown])
 
     def matches(self, wanted: Mapping[str, str]) -> bool:
         values = {"objective": self.objective, **self.overrides}

@@ -189,17 +189,23 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _ci(d: Mapping[str, Any]) -> str:
+    """`[0.682, 0.873]`, or `-` for a report written before CIs (or a dimension without pairs)."""
+    low, high = d.get("ci_low"), d.get("ci_high")
+    return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The console table of an eval.json report."""
     lines = [
         f"held-out preference accuracy ({report['data']['source']}, {report['data']['rows']} rows; objective "
         f"{report['objective']}, beta {report['beta']}). accuracy: implicit reward β·log(π/π_ref) higher for chosen "
         "(ties 1/2); reference: length-normalised reference log-likelihood",
-        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'margin':>8} {'reference':>10}",
+        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'95% CI':>15} {'margin':>8} {'reference':>10}",
     ]
     for name, d in report["dimensions"].items():
         lines.append(
-            f"  {name:<16} {d['pairs']:>6} {_fmt(d['accuracy']):>9} {_fmt(d['margin']):>8} "
+            f"  {name:<16} {d['pairs']:>6} {_fmt(d['accuracy']):>9} {_ci(d):>15} {_fmt(d['margin']):>8} "
             f"{_fmt(d['reference_accuracy']):>10}"
         )
     gen = report.get("generation")
