@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("safealign")
 
 SEED_KEYS = ("train.seed",)
-OUTCOME_COLUMNS = ("accuracy", "ci_low", "ci_high")
 DIFF_COLUMNS = ("diff", "diff_ci_low", "diff_ci_high")
 
 
