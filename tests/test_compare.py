@@ -19,7 +19,8 @@ import yaml
 
 from safealign import comparison
 from safealign.comparison import compare, pareto_front
-from safealign.errors import SweepError
+from safealign.errors import ConfigError, SweepError
+from safealign.jobs.compare import quote_baseline
 from safealign.jobs.evaluate import evaluate_path
 from safealign.settings import DIMENSIONS
 from tests.test_evaluation import REPO, SWEEP_OBJECTIVES, eval_settings, trained_sweep
@@ -32,6 +33,12 @@ HEADER = ["run", "objective", "overrides", *(f"{d} acc / margin" for d in DIMENS
 def cells(line: str) -> list[str]:
     """The stripped cells of one Markdown table line (an escaped `\\|` stays inside its cell)."""
     return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def md_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Each Markdown table in `text` (tables are separated by other lines)."""
+    blocks = re.findall(r"(?m)(?:^\|.*\n?)+", text)
+    return [md_table(block) for block in blocks]
 
 
 def md_table(text: str) -> tuple[list[str], list[list[str]]]:
@@ -172,16 +179,26 @@ def test_pareto_front():
 
 
 def test_compare_recipe(fake_sweep, tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), f"sweep_dir={fake_sweep}"],
+    result = subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), f"sweep_dir={fake_sweep}",
+                             "baseline=objective=helpful"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    header, table = md_table(result.stdout)  # the comparison is printed too
+    (header, table), (summary_header, summary) = md_tables(result.stdout)  # the comparison and summary are printed
     assert header == HEADER and [r[0] for r in table] == ["0", "1", "2", "10", "ref"]
-    for name in ("comparison.csv", "comparison.md", "comparison.png", "curves.png"):
+    assert summary_header[:3] == ["objective", "train.beta", "seeds"] and "Δ harmless" in summary_header
+    assert [r[:3] for r in summary] == [["helpful", "0.1", "?"], ["harmless", "0.1", "?"], ["harmless", "0.05", "?"],
+                                        ["multilevel", "0.05", "-"]]  # fmt: skip
+    assert summary[0][summary_header.index("Δ harmless")] == "+0.000"  # no eval_pairs.json: no CI
+    assert summary[1][summary_header.index("Δ harmless")] == "+0.300"
+    assert "no CI for some runs (no eval_pairs.json" in result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    for name in ("comparison.csv", "comparison.md", "summary.csv", "summary.md", "comparison.png", "curves.png"):
         assert (fake_sweep / name).is_file(), name
+        assert str(fake_sweep / name) in last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # nothing written outside the sweep
     md = (fake_sweep / "comparison.md").read_text()
     assert md_table(md) == (header, table)
+    assert md_table((fake_sweep / "summary.md").read_text()) == (summary_header, summary)
     rows = {r[0]: r for r in table}
     assert rows["10"][:3] == ["10", "multilevel", "train.beta=0.05"] and rows["10"][-1] == "interrupted"
     assert rows["10"][3:-3] == ["-"] * len(DIMENSIONS)  # never evaluated
@@ -205,3 +222,152 @@ def test_not_a_sweep_is_a_clear_error(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(SweepError, match=r"not a sweep directory: no numbered run directories"):
         compare(tmp_path / "other")
+
+
+# ----------------------------------------------------------------------------------------------
+# Configurations: seeds grouped, bootstrap CIs, differences from a baseline (summary.csv / .md)
+# ----------------------------------------------------------------------------------------------
+
+PAIR_IDS = [f"pair{i:03d}" for i in range(120)]
+
+
+def seed_run(sweep: Path, num: int, overrides: list[str], p: dict[str, float], seed: int, pairs: bool = True) -> Path:
+    """A finished, evaluated run of `train.seed=seed` whose outcome on each pair is drawn with
+    probability p[dim] (0.6 for dimensions not in `p`), with eval_pairs.json unless `pairs` is false."""
+    import numpy as np
+
+    overrides = [*overrides, f"train.seed={seed}"]
+    run = fake_run(sweep, num, overrides, None)
+    (run / "config.yaml").write_text(yaml.safe_dump({"objective": {"name": overrides[0].split("=")[1]},
+                                                     "train": {"seed": seed}}))  # fmt: skip
+    rng = np.random.default_rng(1000 * num + seed)
+    outcomes = {d: (rng.random(len(PAIR_IDS)) < p.get(d, 0.6)).astype(float).tolist() for d in DIMENSIONS}
+    dims = {d: {"accuracy": float(np.mean(o)), "margin": 0.1, "reference_accuracy": 0.55} for d, o in outcomes.items()}
+    (run / "eval.json").write_text(json.dumps({"dimensions": dims}))
+    if pairs:
+        (run / "eval_pairs.json").write_text(
+            json.dumps({"dimensions": {d: {"ids": PAIR_IDS, "outcomes": o} for d, o in outcomes.items()}})
+        )
+    return run
+
+
+@pytest.fixture
+def seed_sweep(tmp_path) -> Path:
+    """`-m objective=helpful,harmless train.seed=1,2,3`: helpful is good at helpful, harmless at harmless."""
+    sweep = tmp_path / "seeds"
+    num = 0
+    for objective, p in (
+        ("helpful", {"helpful": 0.9, "harmless": 0.55}),
+        ("harmless", {"helpful": 0.6, "harmless": 0.9}),
+    ):
+        for seed in (1, 2, 3):
+            seed_run(sweep, num, [f"objective={objective}"], p, seed)
+            num += 1
+    return sweep
+
+
+def summary_rows(sweep: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((sweep / "summary.csv").open()))
+
+
+def test_summary_groups_seeds_with_cis(seed_sweep):
+    compare(seed_sweep)
+    rows = summary_rows(seed_sweep)
+    assert [r["objective"] for r in rows] == ["helpful", "harmless"] and [r["seeds"] for r in rows] == ["1 2 3"] * 2
+    assert "train.seed" not in rows[0] and "helpful_diff" not in rows[0]  # no baseline: no differences
+    for i, row in enumerate(rows):
+        for dim in DIMENSIONS:
+            runs = [seed_sweep / str(3 * i + k) for k in range(3)]
+            mean = sum(accuracies(r)[dim] for r in runs) / 3
+            assert float(row[f"{dim}_accuracy"]) == pytest.approx(mean)
+            assert float(row[f"{dim}_ci_low"]) < mean < float(row[f"{dim}_ci_high"])
+    assert float(rows[0]["helpful_ci_low"]) > float(rows[1]["helpful_ci_high"])  # 0.9 vs 0.6: apart
+    header, table = md_table((seed_sweep / "summary.md").read_text())
+    assert header == ["objective", "seeds", *DIMENSIONS]
+    assert re.fullmatch(r"0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", table[0][2])
+    # more seeds, a narrower CI: the same configuration with six seeds
+    for k, seed in enumerate((4, 5, 6)):
+        seed_run(seed_sweep, 6 + k, ["objective=helpful"], {"helpful": 0.9, "harmless": 0.55}, seed)
+    compare(seed_sweep)
+    six = summary_rows(seed_sweep)[0]
+    assert six["seeds"] == "1 2 3 4 5 6"
+    width = {k: float(r["helpful_ci_high"]) - float(r["helpful_ci_low"]) for k, r in (("3", rows[0]), ("6", six))}
+    assert width["6"] < width["3"]
+
+
+def test_baseline_differences_are_paired(seed_sweep):
+    compare(seed_sweep, baseline="objective=helpful", resamples=500, seed=0)
+    base, other = summary_rows(seed_sweep)
+    for dim in DIMENSIONS:
+        assert [float(base[f"{dim}_{c}"]) for c in ("diff", "diff_ci_low", "diff_ci_high")] == [0.0, 0.0, 0.0]
+        diff = float(other[f"{dim}_accuracy"]) - float(base[f"{dim}_accuracy"])
+        assert float(other[f"{dim}_diff"]) == pytest.approx(diff)
+        assert float(other[f"{dim}_diff_ci_low"]) <= float(other[f"{dim}_diff"]) <= float(other[f"{dim}_diff_ci_high"])
+    assert float(other["harmless_diff_ci_low"]) > 0 and float(other["helpful_diff_ci_high"]) < 0  # significant
+    header, table = md_table((seed_sweep / "summary.md").read_text())
+    assert header == ["objective", "seeds", *DIMENSIONS, *(f"Δ {d}" for d in DIMENSIONS)]
+    assert table[0][2 + len(DIMENSIONS)] == "+0.000 [+0.000, +0.000]"
+    assert table[1][2 + len(DIMENSIONS) + 1].endswith("]*")  # harmless: the CI excludes 0
+    assert "baseline (objective=helpful)" in (seed_sweep / "summary.md").read_text()
+
+
+def test_baseline_with_other_seeds_is_resampled_independently(seed_sweep):
+    seed_run(seed_sweep, 6, ["objective=multilevel"], {"harmless": 0.9}, 7)
+    compare(seed_sweep, baseline="objective=helpful", resamples=300)
+    multilevel = summary_rows(seed_sweep)[2]
+    assert multilevel["seeds"] == "7" and float(multilevel["harmless_diff_ci_low"]) < float(multilevel["harmless_diff"])
+
+
+def test_baseline_errors_list_the_configurations(seed_sweep):
+    with pytest.raises(ConfigError, match=r"baseline=objective=helpfull: matches no configuration of the sweep\. "
+                                          r"The configurations: objective=helpful; objective=harmless"):  # fmt: skip
+        compare(seed_sweep, baseline="objective=helpfull")
+    for k, seed in enumerate((1, 2)):
+        seed_run(seed_sweep, 6 + k, ["objective=harmless", "train.beta=0.05"], {}, seed)
+    with pytest.raises(ConfigError, match=r"matches 2 configurations \(objective=harmless, train.beta=\(default\); "
+                                          r"objective=harmless, train.beta=0.05\)"):  # fmt: skip
+        compare(seed_sweep, baseline="objective=harmless")
+    compare(seed_sweep, baseline="objective=harmless train.beta=0.05")
+    rows = summary_rows(seed_sweep)
+    assert [(r["objective"], r["train.beta"], r["seeds"]) for r in rows] == [
+        ("helpful", "", "1 2 3"), ("harmless", "", "1 2 3"), ("harmless", "0.05", "1 2")]  # fmt: skip
+    assert float(rows[2]["helpful_diff"]) == 0.0
+    with pytest.raises(ConfigError, match=r"baseline=helpful: expected KEY=VALUE"):
+        compare(seed_sweep, baseline="helpful")
+
+
+def test_runs_without_pair_outcomes_get_empty_cis(tmp_path, caplog):
+    sweep = tmp_path / "old"
+    for seed in (1, 2):
+        seed_run(sweep, seed - 1, ["objective=helpful"], {}, seed, pairs=False)
+        seed_run(sweep, seed + 1, ["objective=harmless"], {}, seed, pairs=False)
+    with caplog.at_level("WARNING", logger="safealign"):
+        compare(sweep, baseline="objective=helpful")
+    rows = summary_rows(sweep)
+    assert all(r["helpful_accuracy"] and r["helpful_ci_low"] == "" and r["helpful_diff_ci_low"] == "" for r in rows)
+    assert rows[0]["helpful_diff"] == "0.0" and rows[1]["helpful_diff"] != ""
+    notes = [r.getMessage() for r in caplog.records if "eval_pairs.json" in r.getMessage()]
+    assert len(notes) == 1 and "no CI" in notes[0]
+
+
+def test_refusal_and_harmless_rate_join_the_summary_when_measured(seed_sweep):
+    compare(seed_sweep)
+    assert "over_refusal_rate" not in summary_rows(seed_sweep)[0] and "harmless_rate" not in summary_rows(seed_sweep)[0]
+    for num, rate in ((0, 0.1), (1, 0.3)):
+        path = seed_sweep / str(num) / "eval.json"
+        report = json.loads(path.read_text())
+        report["refusal"] = {"policy": {"over_refusal_rate": rate}, "reference": {"over_refusal_rate": 0.0}}
+        report["generation"] = {"policy": {"harmless_rate": 0.5 + rate}}
+        path.write_text(json.dumps(report))
+    compare(seed_sweep)
+    rows = summary_rows(seed_sweep)
+    assert float(rows[0]["over_refusal_rate"]) == pytest.approx(0.2) and rows[1]["over_refusal_rate"] == ""
+    assert float(rows[0]["harmless_rate"]) == pytest.approx(0.7)
+    header, _ = md_table((seed_sweep / "summary.md").read_text())
+    assert header[-2:] == ["harmless rate", "over refusal rate"]
+
+
+def test_quote_baseline_for_hydra():
+    assert quote_baseline(["x.py", "sweep_dir=d", "baseline=objective=helpful"]) == [
+        "x.py", "sweep_dir=d", "baseline='objective=helpful'"]  # fmt: skip
+    assert quote_baseline(["baseline='objective=a train.beta=1'"]) == ["baseline='objective=a train.beta=1'"]

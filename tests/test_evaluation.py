@@ -168,7 +168,7 @@ def fresh_copy(run: Path, dest: Path) -> Path:
 # evaluation depend on them (max_pairs, seed, dimensions), so they must not drift.
 BEAVER_JUDGE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{response}"
 PINNED = EvalSettings(
-    after_train=True, dimensions=list(DIMENSIONS), max_pairs=512, batch_size=None, seed=0,
+    after_train=True, dimensions=list(DIMENSIONS), max_pairs=512, batch_size=None, seed=0, bootstrap=1000,
     data=EvalDataConfig(name=None, config=None, revision=None, path=None, test_path=None, test_split=None,
                         on_invalid=None, verify_sha256=None, filters=None),
     generate=False, max_prompts=64,
@@ -481,6 +481,12 @@ def test_eval_json_is_written_and_well_formed(harmless_run, harmless_eval):
     assert on_disk["objective"] == "harmless" and on_disk["generation"] is None
     assert on_disk["data"]["rows"] == 64
     assert not list(harmless_run.glob(".eval.json.*"))  # no temporary file left
+    pairs = json.loads((harmless_run / "eval_pairs.json").read_text())["dimensions"]
+    for name, dim in on_disk["dimensions"].items():  # a bootstrap CI around every accuracy, from its pairs
+        assert dim["ci_low"] <= dim["accuracy"] <= dim["ci_high"] and dim["bootstrap"] == 1000
+        outcomes = pairs[name]["outcomes"]
+        assert len(pairs[name]["ids"]) == len(outcomes) == dim["pairs"]
+        assert sum(outcomes) / len(outcomes) == pytest.approx(dim["accuracy"])
 
 
 @pytest.mark.integration
@@ -506,7 +512,7 @@ def test_evaluates_on_the_real_sample(harmless_run, real_sample, tmp_path):
 @pytest.mark.integration
 def test_evaluate_recipe_writes_eval_json_and_prints_a_table(short, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(short, run, ignore=shutil.ignore_patterns("eval.json"))
+    shutil.copytree(short, run, ignore=shutil.ignore_patterns("eval.json", "eval_pairs.json"))
     before = {p.relative_to(run) for p in run.rglob("*")}
     cmd = [
         sys.executable,
@@ -518,7 +524,7 @@ def test_evaluate_recipe_writes_eval_json_and_prints_a_table(short, tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dimension" in result.stdout and "severity" in result.stdout
-    assert {p.relative_to(run) for p in run.rglob("*")} - before == {Path("eval.json")}
+    assert {p.relative_to(run) for p in run.rglob("*")} - before == {Path("eval.json"), Path("eval_pairs.json")}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # Hydra left nothing in the working directory
     report = json.loads((run / "eval.json").read_text())
     assert list(report["dimensions"]) == ["harmless", "severity"]

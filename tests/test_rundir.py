@@ -42,7 +42,8 @@ def finished_run(run: Path) -> Path:
     """A finished run with every output a training run writes, and its config."""
     write_status(run, status="done")
     (run / RunDir.CONFIG).write_text(yaml.safe_dump(CONFIG))
-    for name in (RunDir.METRICS, RunDir.EVAL, RunDir.PAIR_REPORT, RunDir.FINGERPRINT, RunDir.VERSIONS):
+    outputs = (RunDir.METRICS, RunDir.EVAL, RunDir.EVAL_PAIRS, RunDir.PAIR_REPORT, RunDir.FINGERPRINT)
+    for name in (*outputs, RunDir.VERSIONS):
         (run / name).write_text("{}")
     (run / RunDir.GENERATIONS).write_text("{}\n")
     (run / RunDir.ADAPTER).mkdir()

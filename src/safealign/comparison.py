@@ -18,6 +18,7 @@ from typing import Any
 from . import io
 from .rundir import RunDir, sweep_runs
 from .settings import DIMENSIONS
+from .summary import configurations, find_baseline, fmt_cell, override_key, summary_markdown, summary_table
 
 log = logging.getLogger("safealign")
 
@@ -31,6 +32,7 @@ class RunSummary:
     status: str
     error: str | None = None
     objective: str | None = None
+    seed: Any = None  # train.seed
     overrides: list[str] = field(default_factory=list)
     varied: list[str] = field(default_factory=list)
     train_loss: float | None = None
@@ -60,10 +62,6 @@ class RunSummary:
         return self.status
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def read_run(run: RunDir) -> RunSummary:
     """One run's status, objective, overrides, train metrics and eval.json, as far as they exist."""
     status = run.status() or {}
@@ -77,6 +75,8 @@ def read_run(run: RunDir) -> RunSummary:
         summary.overrides = run.overrides()
     except Exception:
         summary.overrides = []
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    summary.seed = train.get("seed") if isinstance(train, dict) else None
     if summary.objective is None:  # a run that failed before it saved its config
         summary.objective = next((o.split("=", 1)[1] for o in summary.overrides if o.startswith("objective=")), None)
     metrics = run.read_json(RunDir.METRICS)
@@ -96,12 +96,12 @@ def collect(sweep_dir: str | Path) -> list[RunSummary]:
     summaries = [read_run(run) for run in sweep_runs(sweep_dir)]
     values: dict[str, set[str | None]] = {}
     for run in summaries:
-        given = {_override_key(o): o for o in run.overrides}
-        for key in {k for r in summaries for k in map(_override_key, r.overrides)}:
+        given = {override_key(o): o for o in run.overrides}
+        for key in {k for r in summaries for k in map(override_key, r.overrides)}:
             values.setdefault(key, set()).add(given.get(key))
     varied = {k for k, v in values.items() if len(v) > 1 and k not in ("objective", "objective.name")}
     for run in summaries:
-        run.varied = [o for o in run.overrides if _override_key(o) in varied]
+        run.varied = [o for o in run.overrides if override_key(o) in varied]
     return summaries
 
 
@@ -144,31 +144,27 @@ def _reference_row(summaries: Sequence[RunSummary]) -> dict[str, float] | None:
     return seen[0]
 
 
-def _fmt(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value).replace("|", "\\|") or "-"
-
-
 def to_markdown(summaries: Sequence[RunSummary], df: Any) -> str:
     """The comparison as a Markdown table (accuracy / margin per dimension), with a legend."""
     import pandas as pd
 
     shown = []
     for row in df.to_dict("records"):
-        cells = {"run": row["run"], "objective": _fmt(row["objective"], 0), "overrides": _fmt(row["overrides"], 0)}
+        cells = {
+            "run": row["run"],
+            "objective": fmt_cell(row["objective"], 0),
+            "overrides": fmt_cell(row["overrides"], 0),
+        }
         for d in DIMENSIONS:
             acc, margin = row[f"{d}_accuracy"], row[f"{d}_margin"]
-            cells[f"{d} acc / margin"] = "-" if _fmt(acc, 3) == "-" else f"{acc:.3f} / {_fmt(margin, 2)}"
-        cells |= {"train loss": _fmt(row["train_loss"], 3), "time (s)": _fmt(row["train_seconds"], 0),
-                  "status": _fmt(row["status"], 0)}  # fmt: skip
+            cells[f"{d} acc / margin"] = "-" if fmt_cell(acc, 3) == "-" else f"{acc:.3f} / {fmt_cell(margin, 2)}"
+        cells |= {"train loss": fmt_cell(row["train_loss"], 3), "time (s)": fmt_cell(row["train_seconds"], 0),
+                  "status": fmt_cell(row["status"], 0)}  # fmt: skip
         shown.append(cells)
     reference = _reference_row(summaries)
     if reference:
         shown.append({"run": "ref", "objective": "(reference)", "overrides": "-",
-                      **{f"{d} acc / margin": _fmt(reference[d], 3) for d in DIMENSIONS},
+                      **{f"{d} acc / margin": fmt_cell(reference[d], 3) for d in DIMENSIONS},
                       "train loss": "-", "time (s)": "-", "status": "baseline"})  # fmt: skip
     align = ["left"] * 3 + ["right"] * (len(DIMENSIONS) + 2) + ["left"]
     text = pd.DataFrame(shown).to_markdown(index=False, colalign=align, disable_numparse=True)
@@ -198,37 +194,49 @@ def _save_figure(fig: Any, path: Path) -> None:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
 
 
-def plot_tradeoff(summaries: Sequence[RunSummary], path: Path) -> None:
-    """Helpful vs harmless held-out accuracy, one labelled point per evaluated run, with the Pareto front."""
+def _error(row: dict[str, Any], dim: str) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bar ([below], [above]) from the CI columns; None without a CI."""
+    acc, low, high = row[f"{dim}_accuracy"], row[f"{dim}_ci_low"], row[f"{dim}_ci_high"]
+    return None if low is None or high is None else [[acc - low], [high - acc]]
+
+
+def plot_tradeoff(rows: Sequence[dict[str, Any]], labels: Sequence[str], path: Path) -> None:
+    """Helpful vs harmless held-out accuracy, one labelled point per configuration (mean over its
+    seeds, with 95% CI error bars when known), with the Pareto front of the means."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    labels: dict[tuple[float, float], list[str]] = {}  # runs at the same point share one label
-    for run in summaries:
-        x, y = run.accuracy("helpful"), run.accuracy("harmless")
-        if x is not None and y is not None:
-            labels.setdefault((x, y), []).append(f"{run.name}: {run.label}")
-    points = list(labels)
-    for (x, y), names in labels.items():
-        ax.scatter([x], [y], s=50, zorder=3)
-        ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    names: dict[tuple[float, float], list[str]] = {}  # configurations at the same point share one label
+    for row, label in zip(rows, labels, strict=True):
+        x, y = row["helpful_accuracy"], row["harmless_accuracy"]
+        if x is None or y is None:
+            continue
+        names.setdefault((x, y), []).append(label)
+        ax.errorbar(
+            [x], [y], xerr=_error(row, "helpful"), yerr=_error(row, "harmless"), fmt="o", ms=7, capsize=3, zorder=3
+        )
+    points = list(names)
+    for (x, y), labelled in names.items():
+        ax.annotate("\n".join(labelled), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     front = pareto_front(points)
     if len(front) > 1:
-        ax.plot(*zip(*front, strict=True), "--", color="gray", zorder=2, label="Pareto front")
+        ax.plot(*zip(*front, strict=True), "--", color="gray", zorder=2, label="Pareto front (means)")
     elif front:
         ax.scatter(*zip(*front, strict=True), s=160, facecolors="none", edgecolors="gray", label="Pareto front")
     ax.axhline(0.5, color="lightgray", lw=1, zorder=1)
     ax.axvline(0.5, color="lightgray", lw=1, zorder=1)
     ax.scatter([0.5], [0.5], marker="x", color="gray", label="before training (policy = reference)")
-    lo = min([0.4] + [min(p) - 0.05 for p in points])
+    lows = [r[f"{d}_ci_low"] if r[f"{d}_ci_low"] is not None else r[f"{d}_accuracy"]
+            for r in rows for d in ("helpful", "harmless") if r[f"{d}_accuracy"] is not None]  # fmt: skip
+    lo = min([0.4] + [v - 0.05 for v in lows])
     ax.set_xlim(lo, 1.02)
     ax.set_ylim(lo, 1.02)
     ax.set_xlabel("helpful accuracy (held-out)")
     ax.set_ylabel("harmless accuracy (held-out)")
-    ax.set_title("Held-out preference accuracy by run")
+    ax.set_title("Held-out preference accuracy by configuration (mean over seeds, 95% CI)")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
@@ -268,22 +276,35 @@ def plot_curves(summaries: Sequence[RunSummary], path: Path) -> None:
 # Putting it together
 # ----------------------------------------------------------------------------------------------
 
-COMPARISON_FILES = ("comparison.csv", "comparison.md", "comparison.png", "curves.png")
+COMPARISON_FILES = ("comparison.csv", "comparison.md", "summary.csv", "summary.md", "comparison.png", "curves.png")
 
 
-def compare(sweep_dir: str | Path) -> list[RunSummary]:
-    """Write comparison.csv, comparison.md, comparison.png and curves.png in `sweep_dir`."""
+def compare(
+    sweep_dir: str | Path, baseline: str | None = None, resamples: int = 1000, seed: int = 0
+) -> list[RunSummary]:
+    """Write COMPARISON_FILES in `sweep_dir`: one row per run (comparison.*), one per configuration
+    with bootstrap CIs, and differences from `baseline` when given (summary.*), and the plots."""
     sweep_dir = Path(sweep_dir)
     summaries = collect(sweep_dir)
+    configs, varied = configurations(summaries)
+    base = find_baseline(configs, varied, baseline) if baseline is not None else None
     df = table(summaries)
     io.write_text(sweep_dir / "comparison.csv", df.to_csv(index=False))
     markdown = to_markdown(summaries, df)
     io.write_text(sweep_dir / "comparison.md", markdown)
-    plot_tradeoff(summaries, sweep_dir / "comparison.png")
+    summary = summary_table(configs, varied, base, resamples, seed)
+    io.write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
+    summary_md = summary_markdown(summary, varied, baseline, resamples)
+    io.write_text(sweep_dir / "summary.md", summary_md)
+    plot_tradeoff(
+        summary.to_dict("records"),
+        [f"{c.describe(varied)} ({len(c.seeds)} seeds)" for c in configs],
+        sweep_dir / "comparison.png",
+    )
     plot_curves(summaries, sweep_dir / "curves.png")
     for run in summaries:
         if run.state != "done":
             log.warning("run %s: %s", run.name, run.state)
-    log.info("%s\n%s", sweep_dir, markdown)
+    log.info("%s\n%s\n%s", sweep_dir, markdown, summary_md)
     log.info("wrote %s", ", ".join(str(sweep_dir / name) for name in COMPARISON_FILES))
     return summaries

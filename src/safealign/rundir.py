@@ -44,13 +44,14 @@ class RunDir:
     PAIRS = "pairs.jsonl"  # recipes/pairs.py only
     METRICS = "metrics.json"
     EVAL = "eval.json"
+    EVAL_PAIRS = "eval_pairs.json"  # each dimension's per-pair outcomes, by pair id (paired bootstraps in compare)
     GENERATIONS = "generations.jsonl"
     ADAPTER = "adapter"
     CHECKPOINTS = "checkpoints"
     HYDRA_OVERRIDES = ".hydra/overrides.yaml"
     LOCK = ".lock"  # held while a process trains in the directory
     # What a training run produces: removed before `train.overwrite=true` trains again.
-    OUTPUTS = (METRICS, EVAL, GENERATIONS, PAIR_REPORT, FINGERPRINT, ADAPTER, CHECKPOINTS)
+    OUTPUTS = (METRICS, EVAL, EVAL_PAIRS, GENERATIONS, PAIR_REPORT, FINGERPRINT, ADAPTER, CHECKPOINTS)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

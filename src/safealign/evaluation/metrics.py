@@ -9,14 +9,16 @@ its baseline scores a response by its length-normalised log-likelihood under the
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..bootstrap import LEVEL, mean_ci
 from ..settings import JudgeConfig
-from .dimensions import Dimension, EvalPair
+from .dimensions import Dimension, EvalPair, Units
 
 
 def _win(diff: float) -> float:
@@ -50,8 +52,7 @@ def _stats(items: Sequence[_Scored]) -> dict[str, Any]:
     }
 
 
-def dimension_metrics(dim: Dimension, scores: Mapping[int, Any], beta: float) -> dict[str, Any]:
-    """Accuracy, mean margin and the reference baseline, overall and by harm category and rejected level."""
+def _scored_pairs(dim: Dimension, scores: Mapping[int, Any], beta: float) -> list[tuple[EvalPair, _Scored]]:
     scored: list[tuple[EvalPair, _Scored]] = []
     for p in dim.pairs:
         if p.unit not in scores:  # TRL drops units whose prompt alone fills max_length
@@ -67,6 +68,21 @@ def dimension_metrics(dim: Dimension, scores: Mapping[int, Any], beta: float) ->
                 ),
             )
         )
+    return scored
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def dimension_metrics(
+    dim: Dimension, scores: Mapping[int, Any], beta: float, bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Accuracy with its bootstrap CI over the pairs (`bootstrap` resamples, seeded), mean margin
+    and the reference baseline, overall and by harm category and rejected level."""
+    scored = _scored_pairs(dim, scores, beta)
+    wins = [_win(s.chosen_reward - s.rejected_reward) for _, s in scored]
+    _, low, high = mean_ci(wins, bootstrap, seed) if wins else (None, math.nan, math.nan)
     dropped = dict(dim.dropped)
     if len(scored) < len(dim.pairs):
         dropped["prompt_too_long"] = len(dim.pairs) - len(scored)
@@ -78,12 +94,32 @@ def dimension_metrics(dim: Dimension, scores: Mapping[int, Any], beta: float) ->
         by_level[str(p.rejected_level)].append(s)
     return {
         **_stats([s for _, s in scored]),
+        "ci_low": _finite(low),
+        "ci_high": _finite(high),
+        "ci_level": LEVEL,
+        "bootstrap": bootstrap,
         "available": dim.available,
         "dropped": dict(sorted(dropped.items())),
         "by_category": {k: _stats(v) for k, v in sorted(by_category.items(), key=lambda kv: (-len(kv[1]), kv[0]))},
         "by_rejected_level": {k: _stats(v) for k, v in sorted(by_level.items())},
     }
 
+
+def pair_id(prompt: str, chosen: str, rejected: str) -> str:
+    """A stable id of one held-out pair (its texts), so runs can be compared pair by pair."""
+    return hashlib.sha256("\x1f".join((prompt, chosen, rejected)).encode("utf-8")).hexdigest()[:16]
+
+
+def pair_outcomes(dim: Dimension, scores: Mapping[int, Any], beta: float, units: Units) -> dict[str, list[Any]]:
+    """Each scored pair's id and outcome (1 right, 0 wrong, 1/2 tie, None for NaN), in `eval_pairs.json`
+    for paired bootstraps across runs (`recipes/compare.py`)."""
+    ids, outcomes = [], []
+    for p, s in _scored_pairs(dim, scores, beta):
+        prompt, a, b = units.keys[p.unit]
+        chosen, rejected = (a, b) if p.chosen_side == 0 else (b, a)
+        ids.append(pair_id(prompt, chosen, rejected))
+        outcomes.append(_finite(_win(s.chosen_reward - s.rejected_reward)))
+    return {"ids": ids, "outcomes": outcomes}
 
 
 def side_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -127,5 +163,3 @@ def win_rates(
         ]
         out["safety"] = _mean([_win(float(r) - float(p)) for p, r in pairs])
     return out
-
-

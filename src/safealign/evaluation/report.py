@@ -22,7 +22,7 @@ from ..settings import EvalSettings, TrainSettings, fill_missing, parse_train
 from .dimensions import build_dimensions, load_heldout
 from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
-from .metrics import dimension_metrics, side_metrics, win_rates
+from .metrics import dimension_metrics, pair_outcomes, side_metrics, win_rates
 from .refusal_run import REFUSALS, format_refusal, refusal_eval
 from .scoring import PolicyModels, load_policy, release_memory, score_units, tokenize_units
 from .trl_metrics import eval_metrics
@@ -101,17 +101,19 @@ def preference_eval(
     ev: EvalSettings,
     run_pairs: Sequence[Pair] = (),
     trl_args: Any = None,
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's DPOConfig),
-    and TRL's eval metrics of `run_pairs` (the run's own test pairs) from the same scoring pass, with the
-    DPOConfig that training used (`trl_args`; MODPO trains with β/w), else the run's."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's
+    DPOConfig), each dimension's per-pair outcomes (for `eval_pairs.json`), and TRL's eval metrics
+    of `run_pairs` (the run's own test pairs) from the same scoring pass, with the DPOConfig that
+    training used (`trl_args`; MODPO trains with β/w), else the run's."""
     dims, units = build_dimensions(rows.rows, filters, ev.dimensions, ev.max_pairs, ev.seed)
     located = [units.add(p.prompt, p.chosen, p.rejected) for p in run_pairs]
     tokenized = tokenize_units(units, template, models.tokenizer, dpo)
     batch_size = ev.batch_size or dpo.per_device_eval_batch_size
     scores = score_units(models, tokenized, dpo, batch_size)
-    dimensions = {name: dimension_metrics(dim, scores, dpo.beta) for name, dim in dims.items()}
-    return dimensions, eval_metrics(run_pairs, located, scores, trl_args or dpo) if run_pairs else {}
+    metrics = {name: dimension_metrics(dim, scores, dpo.beta, ev.bootstrap, ev.seed) for name, dim in dims.items()}
+    outcomes = {name: pair_outcomes(dim, scores, dpo.beta, units) for name, dim in dims.items()}
+    return metrics, outcomes, eval_metrics(run_pairs, located, scores, trl_args or dpo) if run_pairs else {}
 
 
 def generation_eval(
@@ -186,7 +188,9 @@ def evaluate_run(
     start = time.perf_counter()
     owned = models is None
     models = load_policy(run.path, settings) if models is None else models
-    dimensions, trl_eval = preference_eval(models, settings.template, dpo, rows, filters, ev, run_pairs, trl_args)
+    dimensions, pairs, trl_eval = preference_eval(
+        models, settings.template, dpo, rows, filters, ev, run_pairs, trl_args
+    )
     report: dict[str, Any] = {
         "run_dir": str(run),
         "objective": settings.objective,
@@ -207,8 +211,9 @@ def evaluate_run(
     if owned:
         models.policy = models.reference_model = None
         release_memory()
+    io.write_json(run / RunDir.EVAL_PAIRS, {"dimensions": pairs})
     io.write_json(run / RunDir.EVAL, report)
-    written = [run / RunDir.EVAL] + ([run / RunDir.GENERATIONS] if ev.generate else [])
+    written = [run / RunDir.EVAL, run / RunDir.EVAL_PAIRS] + ([run / RunDir.GENERATIONS] if ev.generate else [])
     written += [run / REFUSALS] if ev.refusal.enabled else []
     log.info("%s\n%s\nwrote %s", run, format_report(report), ", ".join(map(str, written)))
     if trl_eval:
@@ -220,17 +225,23 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _ci(d: Mapping[str, Any]) -> str:
+    """`[0.682, 0.873]`, or `-` for a report written before CIs (or a dimension without pairs)."""
+    low, high = d.get("ci_low"), d.get("ci_high")
+    return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The console table of an eval.json report."""
     lines = [
         f"held-out preference accuracy ({report['data']['source']}, {report['data']['rows']} rows; objective "
         f"{report['objective']}, beta {report['beta']}). accuracy: implicit reward β·log(π/π_ref) higher for chosen "
         "(ties 1/2); reference: length-normalised reference log-likelihood",
-        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'margin':>8} {'reference':>10}",
+        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'95% CI':>15} {'margin':>8} {'reference':>10}",
     ]
     for name, d in report["dimensions"].items():
         lines.append(
-            f"  {name:<16} {d['pairs']:>6} {_fmt(d['accuracy']):>9} {_fmt(d['margin']):>8} "
+            f"  {name:<16} {d['pairs']:>6} {_fmt(d['accuracy']):>9} {_ci(d):>15} {_fmt(d['margin']):>8} "
             f"{_fmt(d['reference_accuracy']):>10}"
         )
     gen = report.get("generation")

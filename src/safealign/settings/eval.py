@@ -118,6 +118,7 @@ class EvalSettings:
     max_pairs: int | None
     batch_size: int | None
     seed: int
+    bootstrap: int
     data: EvalDataConfig
     generate: bool
     max_prompts: int
@@ -169,6 +170,7 @@ def _check_eval_values(ev: EvalSettings) -> None:
     positive_int(ev.max_pairs, "eval.max_pairs", allow_none=True)
     positive_int(ev.batch_size, "eval.batch_size", allow_none=True)
     positive_int(ev.max_prompts, "eval.max_prompts")
+    positive_int(ev.bootstrap, "eval.bootstrap")
     positive_int(ev.generation.max_new_tokens, "eval.generation.max_new_tokens")
     positive_int(ev.generation.batch_size, "eval.generation.batch_size")
     for key, value in (("generation.temperature", ev.generation.temperature), ("generation.top_p", ev.generation.top_p),

@@ -1,0 +1,270 @@
+"""A sweep's configurations: runs that differ only in `train.seed`, with bootstrap CIs and
+differences from a baseline configuration (`summary.csv`, `summary.md`).
+
+Why: one seed's accuracy on a small held-out split is a point estimate whose noise nobody
+sees. Grouping the seeds of a configuration and resampling both seeds and held-out pairs
+(`safealign.bootstrap`) says how far a difference between objectives can be trusted. The
+per-pair outcomes come from each run's `eval_pairs.json`; runs evaluated before it existed
+still get their mean accuracy, with the CI columns left empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .bootstrap import mean_ci, paired_diff_ci
+from .errors import ConfigError
+from .rundir import RunDir
+from .settings import DIMENSIONS
+
+if TYPE_CHECKING:
+    from .comparison import RunSummary
+
+log = logging.getLogger("safealign")
+
+SEED_KEYS = ("train.seed",)
+DIFF_COLUMNS = ("diff", "diff_ci_low", "diff_ci_high")
+
+
+@dataclass
+class Configuration:
+    """The runs of a sweep that share every override except the seed."""
+
+    objective: str | None
+    overrides: dict[str, str]  # every override but the seed and the objective, key -> value
+    runs: list[RunSummary] = field(default_factory=list)
+
+    @property
+    def evaluated(self) -> list[RunSummary]:
+        return sorted((r for r in self.runs if r.evaluation is not None), key=lambda r: (r.seed is None, r.seed))
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [r.seed for r in self.evaluated]
+
+    def describe(self, varied: Sequence[str]) -> str:
+        shown = [f"{k}={self.overrides.get(k, '(default)')}" for k in varied]
+        return ", ".join([f"objective={self.objective}", *shown])
+
+    def matches(self, wanted: Mapping[str, str]) -> bool:
+        values = {"objective": self.objective, **self.overrides}
+        return all(str(values.get(k)) == v for k, v in wanted.items())
+
+
+def override_key(override: str) -> str:
+    """`+train.seed=3` -> `train.seed`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def fmt_cell(value: Any, digits: int) -> str:
+    """A table cell: `-` for nothing, floats to `digits` places, `|` escaped for Markdown."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|") or "-"
+
+
+def configurations(summaries: Sequence[RunSummary]) -> tuple[list[Configuration], list[str]]:
+    """The configurations in the order of their first run, and the override keys that vary between them."""
+    groups: dict[tuple[Any, ...], Configuration] = {}
+    for run in summaries:
+        given = {override_key(o): o.split("=", 1)[1] if "=" in o else "" for o in run.overrides}
+        rest = {k: v for k, v in given.items() if k not in (*SEED_KEYS, "objective", "objective.name")}
+        key = (run.objective, tuple(sorted(rest.items())))
+        groups.setdefault(key, Configuration(run.objective, rest)).runs.append(run)
+    configs = list(groups.values())
+    keys = sorted({k for c in configs for k in c.overrides})
+    varied = [k for k in keys if len({c.overrides.get(k) for c in configs}) > 1]
+    return configs, varied
+
+
+def parse_baseline(baseline: str) -> dict[str, str]:
+    """`objective=helpful` or `'objective=harmless train.beta=0.1'` -> {key: value}."""
+    wanted = {}
+    for part in str(baseline).split():
+        key, sep, value = part.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(
+                f"baseline={baseline}: expected KEY=VALUE overrides that pick one configuration, "
+                "e.g. baseline=objective=helpful or \"baseline='objective=harmless train.beta=0.1'\""
+            )
+        wanted[override_key(key)] = value
+    return wanted
+
+
+def find_baseline(configs: Sequence[Configuration], varied: Sequence[str], baseline: str) -> Configuration:
+    """The one configuration that `baseline` names; an error listing the configurations otherwise."""
+    wanted = parse_baseline(baseline)
+    found = [c for c in configs if c.matches(wanted)]
+    if len(found) == 1:
+        return found[0]
+    listing = "; ".join(c.describe(varied) for c in (found or configs))
+    if not found:
+        raise ConfigError(f"baseline={baseline}: matches no configuration of the sweep. The configurations: {listing}")
+    raise ConfigError(
+        f"baseline={baseline}: matches {len(found)} configurations ({listing}); add the override that tells "
+        "them apart, e.g. \"baseline='objective=harmless train.beta=0.1'\""
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Outcome matrices
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_pairs(run: RunSummary, dim: str) -> dict[tuple[str, int], float] | None:
+    """A run's outcomes on `dim` keyed by (pair id, occurrence); None when it has no eval_pairs.json."""
+    data = RunDir(run.path).read_json(RunDir.EVAL_PAIRS)
+    entry = ((data or {}).get("dimensions") or {}).get(dim) if isinstance(data, dict) else None
+    if not isinstance(entry, dict) or len(entry.get("ids") or []) != len(entry.get("outcomes") or []):
+        return None
+    out: dict[tuple[str, int], float] = {}
+    seen: dict[str, int] = {}
+    for pid, outcome in zip(entry["ids"], entry["outcomes"], strict=True):
+        seen[pid] = seen.get(pid, -1) + 1
+        out[(pid, seen[pid])] = np.nan if outcome is None else float(outcome)
+    return out
+
+
+def _matrix(config: Configuration, dim: str) -> tuple[list[tuple[str, int]], np.ndarray] | None:
+    """Seeds x pairs outcomes over the pairs every seed holds; None when a run lacks them."""
+    per_run = [_run_pairs(run, dim) for run in config.evaluated]
+    if not per_run or any(p is None or not p for p in per_run):
+        return None
+    shared = [k for k in per_run[0] if all(k in p for p in per_run[1:])]
+    if not shared:
+        return None
+    if any(len(p) != len(shared) for p in per_run):
+        log.warning("%s: the seeds hold different held-out pairs; the CI uses the %d they share", dim, len(shared))
+    return shared, np.array([[p[k] for k in shared] for p in per_run])
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def _dig(node: Any, *path: str) -> Any:
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+EXTRA_METRICS = {  # column -> where in eval.json; a column only when some run measured it
+    "harmless_rate": ("generation", "policy", "harmless_rate"),
+    "over_refusal_rate": ("refusal", "policy", "over_refusal_rate"),
+}
+
+
+def summary_table(
+    configs: Sequence[Configuration],
+    varied: Sequence[str],
+    baseline: Configuration | None,
+    resamples: int,
+    seed: int,
+) -> Any:
+    """One row per configuration (see the module docstring and README "Confidence intervals")."""
+    import pandas as pd
+
+    rows, missing = [], set()
+    matrices = {(id(c), d): _matrix(c, d) for c in configs for d in DIMENSIONS}
+    for config in configs:
+        runs = config.evaluated
+        row: dict[str, Any] = {"objective": config.objective, **{k: config.overrides.get(k) for k in varied}}
+        row["seeds"] = " ".join("?" if s is None else str(s) for s in config.seeds)
+        for dim in DIMENSIONS:
+            row[f"{dim}_accuracy"] = _mean([r.accuracy(dim) for r in runs])
+            row[f"{dim}_ci_low"] = row[f"{dim}_ci_high"] = None
+            got = matrices[(id(config), dim)]
+            if got is not None:
+                _, row[f"{dim}_ci_low"], row[f"{dim}_ci_high"] = mean_ci(got[1], resamples, seed)
+            elif row[f"{dim}_accuracy"] is not None:
+                missing.add(dim)
+            if baseline is not None:
+                row.update(_diff_columns(dim, config, baseline, matrices, resamples, seed))
+        for column, path in EXTRA_METRICS.items():
+            row[column] = _mean([_dig(r.evaluation, *path) for r in runs])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for column in EXTRA_METRICS:
+        if column in df and df[column].isna().all():
+            df = df.drop(columns=column)
+    if missing:
+        log.warning(
+            "no CI for some runs (no %s: evaluated before it existed); recipes/evaluate.py run_dir=SWEEP_DIR "
+            "writes it", RunDir.EVAL_PAIRS,
+        )  # fmt: skip
+    return df.replace({np.nan: None})
+
+
+def _diff_columns(
+    dim: str, config: Configuration, baseline: Configuration, matrices: Mapping, resamples: int, seed: int
+) -> dict[str, float | None]:
+    """`dim`'s difference from the baseline, with a paired bootstrap CI over the pairs both hold."""
+    out: dict[str, float | None] = dict.fromkeys(f"{dim}_{c}" for c in DIFF_COLUMNS)
+    mine, theirs = matrices[(id(config), dim)], matrices[(id(baseline), dim)]
+    if mine is None or theirs is None:
+        acc = [_mean([r.accuracy(dim) for r in c.evaluated]) for c in (config, baseline)]
+        out[f"{dim}_diff"] = None if None in acc else acc[0] - acc[1]
+        return out
+    at = {k: i for i, k in enumerate(theirs[0])}
+    shared = [(i, at[k]) for i, k in enumerate(mine[0]) if k in at]
+    if not shared:
+        log.warning("%s: %s shares no held-out pair with the baseline", dim, config.describe([]))
+        return out
+    cols_a, cols_b = (list(c) for c in zip(*shared, strict=True))
+    paired = config.seeds == baseline.seeds  # both sorted by seed: row i is the same seed on both sides
+    diff, low, high = paired_diff_ci(mine[1][:, cols_a], theirs[1][:, cols_b], resamples, seed, paired)
+    out.update({f"{dim}_diff": diff, f"{dim}_diff_ci_low": low, f"{dim}_diff_ci_high": high})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------------------------
+
+
+def _interval(value: Any, low: Any, high: Any, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    if low is None or high is None:
+        return text
+    star = "*" if signed and (low > 0 or high < 0) else ""
+    return f"{text} [{low:.3f}, {high:.3f}]{star}" if not signed else f"{text} [{low:+.3f}, {high:+.3f}]{star}"
+
+
+def summary_markdown(df: Any, varied: Sequence[str], baseline: str | None, resamples: int) -> str:
+    """summary.md: accuracy [95% CI] per dimension, and the difference from the baseline when given."""
+    import pandas as pd
+
+    shown = []
+    for row in df.to_dict("records"):
+        cells = {"objective": fmt_cell(row["objective"], 0), **{k: fmt_cell(row[k], 0) for k in varied},
+                 "seeds": fmt_cell(row["seeds"], 0)}  # fmt: skip
+        for d in DIMENSIONS:
+            cells[d] = _interval(row[f"{d}_accuracy"], row[f"{d}_ci_low"], row[f"{d}_ci_high"])
+        if baseline is not None:
+            for d in DIMENSIONS:
+                cells[f"Δ {d}"] = _interval(row[f"{d}_diff"], row[f"{d}_diff_ci_low"], row[f"{d}_diff_ci_high"], True)
+        for column in EXTRA_METRICS:
+            if column in row:
+                cells[column.replace("_", " ")] = fmt_cell(row[column], 3)
+        shown.append(cells)
+    text = pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True) if shown else "(no runs)"
+    legend = (
+        f"Held-out preference accuracy, mean over the seeds, with a 95% percentile bootstrap CI ({resamples} "
+        "resamples of the seeds and, shared by the drawn seeds, of the held-out pairs)."
+    )
+    if baseline is not None:
+        legend += (
+            f" Δ: difference from the baseline ({baseline}), paired bootstrap over the held-out pairs both hold "
+            "(seeds paired by value when both ran the same seeds); * the CI excludes 0."
+        )
+    return f"{text}\n\n{legend}\n"
