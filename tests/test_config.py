@@ -19,7 +19,7 @@ def test_default_config_is_valid():
     assert s.options == {"gamma": 1.0, "on_conflict": "drop"}
     assert s.train["beta"] == 0.1 and s.train["loss_type"] == ["sigmoid"] and s.train["bf16"] == "auto"
     assert s.train["report_to"] == ["tensorboard"]
-    assert s.run == RunOptions(resume="auto", overwrite=False, precompute_ref=False)
+    assert s.run == RunOptions(resume="auto", overwrite=False, precompute_ref=True)
     assert s.metric is None and s.eval.after_train
 
 

@@ -156,7 +156,8 @@ def test_chat_template_needs_a_tokenizer_that_has_one(tiny_path, tmp_path, monke
 
 @pytest.mark.parametrize(("args", "message"), [
     (["data=pku_saferlhf"], "data.path=/path/to/train.jsonl"),
-    (["model=alpaca-7b"], "could not load model 'PKU-Alignment/alpaca-7b-reproduced' (model.name_or_path)"),
+    pytest.param(["model=alpaca-7b"], "could not load model 'PKU-Alignment/alpaca-7b-reproduced' (model.name_or_path)",
+                 marks=pytest.mark.integration),  # imports torch and transformers to try the model
 ])  # fmt: skip
 def test_hub_while_offline_says_how_to_use_a_local_copy(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
