@@ -43,3 +43,19 @@ def test_compose_rejects_what_hydra_rejects():
         compose("dpo", ["train.betta=1"])
     with pytest.raises(MissingConfigException, match="objective/multilvel"):
         compose("dpo", ["objective=multilvel"])
+
+
+def test_compose_inside_a_running_job_keeps_its_name():
+    """The evaluation composes inside a recipe; the next job of a sweep must still log to dpo.log."""
+    from hydra.core.utils import JobRuntime
+
+    from safealign.cli import compose
+
+    runtime = JobRuntime.instance()
+    before = runtime.conf.get("name")
+    try:
+        runtime.set("name", "dpo")
+        compose("dpo", ["objective=harmless", "template=alpaca", "quant=int8"])  # a choice set not cached yet
+        assert runtime.get("name") == "dpo"
+    finally:
+        runtime.set("name", before)

@@ -72,8 +72,14 @@ def compose(config_name: str = "dpo", overrides: Sequence[str] = (), conf_dir: s
 def _compose_choices(config_name: str, choices: tuple[str, ...], conf_dir: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.utils import JobRuntime
 
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+    # Inside a running recipe (the evaluation composes the run's saved overrides), keep the
+    # running job's name: Hydra's initialize would set it to its own, and the next job of a
+    # sweep would then log to app.log instead of dpo.log.
+    running = JobRuntime.instance().conf.get("name", "UNKNOWN_NAME")
+    job_name = config_name if running == "UNKNOWN_NAME" else running
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3", job_name=job_name):
         return hydra_compose(config_name, overrides=list(choices))
 
 
