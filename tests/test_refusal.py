@@ -10,7 +10,6 @@ from safealign.errors import ConfigError, DataError
 from safealign.evaluation.refusal import (
     SHIPPED_PROMPTS,
     RefusalPrompt,
-    bootstrap_rate,
     is_refusal,
     load_refusal_prompts,
     refusal_rates,
@@ -151,13 +150,15 @@ def test_rates_count_over_refusal_on_safe_prompts_and_refusal_on_unsafe_ones():
     assert "judged" not in refusal_rates(prompts, [False] * 4)
 
 
-def test_bootstrap_interval_holds_the_mean_and_shrinks_with_more_prompts():
-    small = bootstrap_rate([True, False] * 10, seed=1)
-    large = bootstrap_rate([True, False] * 500, seed=1)
+def test_rate_interval_holds_the_mean_and_shrinks_with_more_prompts():
+    from safealign.bootstrap import rate_ci
+
+    small = rate_ci([True, False] * 10, 1000, seed=1)
+    large = rate_ci([True, False] * 500, 1000, seed=1)
     assert small[0] <= 0.5 <= small[1] and large[0] <= 0.5 <= large[1]
     assert large[1] - large[0] < small[1] - small[0]
-    assert bootstrap_rate([True] * 5) == [1.0, 1.0] and bootstrap_rate([]) is None
-    assert bootstrap_rate([True, False] * 10, seed=1) == small  # seeded
+    assert rate_ci([True] * 5, 1000, 0) == [1.0, 1.0] and rate_ci([], 1000, 0) is None
+    assert rate_ci([True, False] * 10, 1000, seed=1) == small  # seeded
 
 
 def test_refusal_settings_are_checked_and_the_file_is_read_before_any_model(tmp_path):

@@ -98,3 +98,11 @@ def paired_diff_ci(
         raise ValueError(f"paired seeds need as many seeds on both sides, got {a.shape[0]} and {b.shape[0]}")
     reps_a, reps_b = _replicates([a, b], resamples, np.random.default_rng(seed), paired_seeds)
     return (float(a.mean() - b.mean()), *percentile_ci(reps_a - reps_b, level))
+
+
+def rate_ci(values: Sequence[float], resamples: int, seed: int, level: float = LEVEL) -> list[float] | None:
+    """[low, high] of the bootstrap CI of one sample's mean (booleans: a rate, e.g. of refusals); None when empty."""
+    if len(values) == 0:
+        return None
+    _, low, high = mean_ci([[float(v) for v in values]], resamples, seed, level)
+    return [low, high]

@@ -67,7 +67,10 @@ def refusal_eval(
         "prompts": len(prompts),
         "max_new_tokens": gen.max_new_tokens,
         "classifier": "string match (safealign.evaluation.refusal.is_refusal)",
-        **{side: refusal_rates(prompts, refused[side], unsafe[side], ev.seed) for side in ("policy", "reference")},
+        **{
+            side: refusal_rates(prompts, refused[side], unsafe[side], ev.seed, resamples=ev.bootstrap)
+            for side in ("policy", "reference")
+        },
     }
 
 

@@ -19,10 +19,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .. import io
+from ..bootstrap import rate_ci
 from ..errors import DataError
 from ..evaluation.judges import any_judge, judge_responses
 from ..evaluation.metrics import side_metrics
-from ..evaluation.refusal import bootstrap_rate, is_refusal
+from ..evaluation.refusal import is_refusal
 from ..settings.judge import JudgeSettings, parse_judge
 
 log = logging.getLogger("safealign")
@@ -63,7 +64,7 @@ def read_generations(path: Path) -> list[dict[str, Any]]:
 
 
 def _with_ci(out: dict[str, Any], key: str, values: Sequence[float], resamples: int, seed: int) -> None:
-    out[f"{key}_ci"] = bootstrap_rate(values, resamples, seed) if values else None
+    out[f"{key}_ci"] = rate_ci(values, resamples, seed)
 
 
 def group_summary(records: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 
 from ..errors import ConfigError, did_you_mean, unknown_key
 
@@ -36,7 +36,7 @@ def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str)
                 swept.add(key)  # its keys differ between options: Hydra checks each run's own
             else:
                 choices.append(arg)
-        elif "." in key:
+        else:  # a key: train.beta=0.1, or a top-level one such as merge.yaml's q=0.5
             keys.append(key)
     keys = [k for k in keys if k.split(".", 1)[0] not in swept]
     if not keys and not choices:
@@ -51,11 +51,12 @@ def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str)
         hint = " (to add a group this recipe does not use by default, write +GROUP=OPTION, e.g. +cluster=slurm)"
         hint = hint if "No match in the defaults list" in first else ""
         raise ConfigError(f"{' '.join(choices)}: {first}{hint}") from err
+    tree = OmegaConf.to_container(node, resolve=False)  # plain data: required (???) keys are there too
     for key in keys:
-        parent, here = node, []
+        parent, here = tree, []
         for part in key.split("."):
-            if not isinstance(parent, DictConfig) or part not in parent:
+            if not isinstance(parent, dict) or part not in parent:
                 where = ".".join(here) or "the config"
-                valid = list(parent.keys()) if isinstance(parent, DictConfig) else []
+                valid = list(parent.keys()) if isinstance(parent, dict) else []
                 raise unknown_key(key, valid, where, f" (To add a new key, write +{key}=...)")
             parent, here = parent[part], [*here, part]
