@@ -43,7 +43,8 @@ def main() -> None:
     from overhead import plain_args, run_plain_model
     from trl import DPOTrainer
 
-    args = plain_args(f"{a.out}/checkpoints", -1, report_to=["tensorboard"], save_strategy="steps")
+    args = plain_args(f"{a.out}/checkpoints", -1, report_to=["tensorboard"], save_strategy="steps",
+                      precompute_ref_log_probs=True)
     model, tokenizer, lora = run_plain_model(a.model, args)
     trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora,
                          train_dataset=Dataset.from_list(helpful_pairs(a.train)),

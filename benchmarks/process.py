@@ -58,8 +58,9 @@ def main() -> None:
     p = common.parser(__doc__.split("\n")[0], repeats=3)
     a = p.parse_args()
     started = time.perf_counter()
-    overhead.check_same_config(["objective=helpful"], overhead.plain_args("/tmp/unused", -1, report_to=["tensorboard"],
-                                                                          save_strategy="steps"))  # fmt: skip
+    same = overhead.plain_args("/tmp/unused", -1, report_to=["tensorboard"], save_strategy="steps",
+                               precompute_ref_log_probs=True)  # the recipe's defaults  # fmt: skip
+    overhead.check_same_config(["objective=helpful"], same)
     model_dir = common.tiny_model_dir()
     cache = Path(common.scratch(prefix="bench-cache-"))
     (cache / model_dir.name).symlink_to(model_dir, target_is_directory=True)

@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_argv, run_recipe
+from safealign.cli import check_argv, exit_when_done, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
@@ -29,4 +29,4 @@ if __name__ == "__main__":
 
     sys.argv = quote_baseline(sys.argv)
     check_argv("compare")
-    main()
+    exit_when_done(main)

@@ -11,7 +11,7 @@ See conf/eval/default.yaml for every key. The job itself: src/safealign/jobs/eva
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_argv, run_recipe
+from safealign.cli import check_argv, exit_when_done, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -23,4 +23,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_argv("evaluate")
-    main()
+    exit_when_done(main)

@@ -13,7 +13,7 @@ The job itself: src/safealign/jobs/judge.py.
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_argv, run_recipe
+from safealign.cli import check_argv, exit_when_done, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="judge", version_base="1.3")
@@ -25,4 +25,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_argv("judge")
-    main()
+    exit_when_done(main)

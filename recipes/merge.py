@@ -11,7 +11,7 @@ and eval.json. The job itself: src/safealign/jobs/merge.py.
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_argv, run_recipe
+from safealign.cli import check_argv, exit_when_done, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="merge", version_base="1.3")
@@ -23,4 +23,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_argv("merge")
-    main()
+    exit_when_done(main)

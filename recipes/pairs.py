@@ -10,7 +10,7 @@ The job itself: src/safealign/jobs/pairs.py.
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_argv, run_recipe
+from safealign.cli import check_argv, exit_when_done, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="pairs", version_base="1.3")
@@ -22,4 +22,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_argv("pairs")
-    main()
+    exit_when_done(main)

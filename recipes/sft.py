@@ -12,7 +12,7 @@ The job itself: src/safealign/jobs/sft.py.
 import hydra
 from omegaconf import DictConfig
 
-from safealign.cli import check_argv, run_recipe
+from safealign.cli import check_argv, exit_when_done, run_recipe
 
 
 @hydra.main(config_path="../conf", config_name="sft", version_base="1.3")
@@ -24,4 +24,4 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_argv("sft")
-    main()
+    exit_when_done(main)

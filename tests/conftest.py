@@ -13,6 +13,9 @@ import pytest
 # reaches for the hub, and a test that asks for it fails at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Tests run recipes in their own process (runpy): a recipe must exit the usual way there,
+# not end the process (safealign.cli.exit_when_done). test_cli checks the fast exit itself.
+os.environ["SAFEALIGN_FAST_EXIT"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "pku_saferlhf_alpaca7b_test_sample.jsonl"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -9,6 +12,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from safealign.cli import CONF_DIR, compose
+
+REPO = Path(__file__).resolve().parents[1]
 
 CASES = [
     [],
@@ -59,3 +64,20 @@ def test_compose_inside_a_running_job_keeps_its_name():
         assert runtime.get("name") == "dpo"
     finally:
         runtime.set("name", before)
+
+
+@pytest.mark.parametrize(("args", "code", "expected"), [
+    (["--help"], 0, "== Config =="),
+    (["train.betta=1"], 1, "Did you mean 'beta'"),
+    (["data.path=/nonexistent.jsonl"], 1, "safealign: error:"),
+])  # fmt: skip
+def test_recipes_exit_fast_with_the_right_code_and_all_output(args, code, expected, tmp_path):
+    """`exit_when_done` skips interpreter teardown; the exit code and every line of output survive it."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SAFEALIGN_FAST_EXIT"}
+    out = subprocess.run([sys.executable, "recipes/dpo.py", *args, f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == code, out.stderr[-2000:]
+    assert expected in out.stdout + out.stderr
