@@ -10,6 +10,7 @@ callback (configured in `conf/dpo.yaml` under `hydra.callbacks`) that reads ever
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def summary_table(sweep_dir: str | Path) -> tuple[str, list[tuple[str, str]]]:
     runs = collect(sweep_dir)
     table = pd.DataFrame([
         {"run": r.name, "objective / overrides": r.label, "status": r.state.split(":")[0],
-         **{f"{d} acc": r.accuracy(d) for d in HEADLINE}, "time (s)": r.train_seconds}
+         **{f"{d} acc": r.accuracy(d) for d in HEADLINE},
+         "time (s)": math.nan if r.train_seconds is None else r.train_seconds}
         for r in runs
     ])  # fmt: skip
     text = table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}")

@@ -37,8 +37,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     with run_dir.lock():
         if run_dir.state() == "done" and not s.overwrite:
             raise RunDirError(f"{run_dir} holds a finished run; choose another hydra.run.dir, or set overwrite=true")
-        from .dpo import status_of
         from .evaluate import after_training
+        from .training import status_of
 
         run_dir.clear()
         run_dir.mark_running()
