@@ -91,12 +91,18 @@ def build_trainer(
     tokenizer = load_tokenizer(s.model)
     check_template(s.template, tokenizer)  # before the weights load
     loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing)
+    train = tokenized(pairs, "train", s.template, loaded.tokenizer, args)
     test = tokenized(pairs, "test", s.template, loaded.tokenizer, args) if pairs.test else None
+    # Pairs whose prompt alone fills max_length are dropped (as TRL drops them); count them like
+    # every other drop, and stop here if none is left.
+    count_too_long(pairs.train_report, len(pairs.train), train, s, args, "train")
+    if pairs.test_report is not None and test is not None:
+        count_too_long(pairs.test_report, len(pairs.test), test, s, args, "test")
     trainer = MarginDPOTrainer(
         model=loaded.model,
         ref_model=loaded.ref_model,
         args=args,
-        train_dataset=tokenized(pairs, "train", s.template, loaded.tokenizer, args),
+        train_dataset=train,
         eval_dataset=test if test is not None and (args.eval_strategy != "no" or not evaluate_once) else None,
         processing_class=loaded.tokenizer,
         peft_config=loaded.peft_config,
@@ -104,10 +110,6 @@ def build_trainer(
         ref_cache_dir=cache_dir() / "ref_logps",
     )
     use_progress_log(trainer)
-    # TRL drops pairs whose prompt alone fills max_length; count them like every other drop.
-    count_too_long(pairs.train_report, len(pairs.train), trainer.train_dataset, s, args, "train")
-    if pairs.test_report is not None and test is not None:
-        count_too_long(pairs.test_report, len(pairs.test), test, s, args, "test")
     if main:  # once, not once per rank
         log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
     return trainer
