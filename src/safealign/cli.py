@@ -103,7 +103,9 @@ def exit_when_done(main: Callable[[], Any]) -> None:
     normal = (int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("SAFEALIGN_FAST_EXIT", "1") == "0"
               or sys.gettrace() is not None or sys.getprofile() is not None)  # fmt: skip
     if normal:
-        sys.exit(code)
+        if code not in (0, None):
+            sys.exit(code)
+        return
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -89,12 +89,29 @@ def load_policy(run_dir: str | Path, settings: TrainSettings) -> PolicyModels:
     loaded = load_model(dataclasses.replace(settings.model, adapter=None), settings.quant, settings.peft)
     add_fused_lm_head(loaded.model)  # TRL's log-prob head, as in training; added before PEFT wraps the model
     model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    if settings.quant != "none":
+        as_trained(model)
     if start is None:
         return PolicyModels(place(model), loaded.tokenizer)
     model.load_adapter(str(adapter_dir(start)), adapter_name=REFERENCE_ADAPTER)
     model.set_adapter("default")
     return PolicyModels(place(model), loaded.tokenizer, reference_adapter=REFERENCE_ADAPTER)
 
+
+
+def as_trained(model: Any) -> None:
+    """LoRA weights in bf16, as TRL trains them on a quantized model (QLoRA's recipe).
+
+    TRL's DPOTrainer casts a quantized model's trainable LoRA weights to bf16, and they are saved
+    so; PEFT casts them back to fp32 on loading (its `autocast_adapter_dtype=False` is not
+    supported for quantized models), and the scores would then differ from those of the model
+    that training left in memory (by about 1e-3 in the margins).
+    """
+    import torch
+
+    for name, param in model.named_parameters():
+        if ("lora_A" in name or "lora_B" in name) and param.dtype == torch.float32:
+            param.data = param.data.to(torch.bfloat16)
 
 
 def release_memory(*objects: Any) -> None:
