@@ -30,7 +30,7 @@ import csv
 import json
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,15 @@ def _rows(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
             for row in reader:
                 yield f"{path}, row {reader.line_num - 1}", row
         return
+    for n, row in json_objects(path, "prompt and label"):
+        yield f"{path}, line {n}", row
+
+
+def json_objects(path: Path, columns: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON Lines file; errors name the file and line.
+
+    `columns` says what each object should hold, for the error a non-object line gets.
+    """
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -142,8 +151,8 @@ def _rows(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
             except ValueError as err:
                 raise DataError(f"{path}, line {n}: not valid JSON ({err}); expected one JSON object a line") from err
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {n}: expected a JSON object with prompt and label, got {row!r:.80}")
-            yield f"{path}, line {n}", row
+                raise DataError(f"{path}, line {n}: expected a JSON object with {columns}, got {row!r:.80}")
+            yield n, row
 
 
 def load_refusal_prompts(path: str | Path | None, max_prompts: int | None = None, seed: int = 0) -> list[RefusalPrompt]:

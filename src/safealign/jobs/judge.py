@@ -9,7 +9,6 @@ loads no model and imports no torch.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from ..bootstrap import rate_ci
 from ..errors import DataError
 from ..evaluation.judges import any_judge, judge_responses
 from ..evaluation.metrics import side_metrics
-from ..evaluation.refusal import is_refusal
+from ..evaluation.refusal import is_refusal, json_objects
 from ..settings.judge import JudgeSettings, parse_judge
 
 log = logging.getLogger("safealign")
@@ -37,18 +36,10 @@ def read_generations(path: Path) -> list[dict[str, Any]]:
     """The rows of a JSON Lines file of generations; errors name the file, line and column."""
     rows: list[dict[str, Any]] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        objects = list(json_objects(path, "prompt and response"))
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"generations={path}: cannot read it as UTF-8 text ({err})") from err
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise DataError(f"{path}, line {n}: not valid JSON ({err}); expected one JSON object a line") from err
-        if not isinstance(row, dict):
-            raise DataError(f"{path}, line {n}: expected a JSON object with prompt and response, got {row!r:.80}")
+    for n, row in objects:
         for column in ("prompt", "response"):
             if column not in row:
                 raise DataError(
