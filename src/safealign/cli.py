@@ -106,6 +106,8 @@ def exit_when_done(main: Callable[[], Any]) -> None:
         if code not in (0, None):
             sys.exit(code)
         return
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what `sys.exit("message")` would have printed
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -11,55 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import io
 from .rundir import RunDir, sweep_runs
 from .settings import DIMENSIONS
-from .summary import configurations, find_baseline, fmt_cell, override_key, summary_markdown, summary_table
+from .summary import (
+    RunSummary,
+    configurations,
+    find_baseline,
+    fmt_cell,
+    override_key,
+    summary_markdown,
+    summary_table,
+)
 
 log = logging.getLogger("safealign")
-
-
-@dataclass
-class RunSummary:
-    """What the comparison knows about one run of the sweep."""
-
-    name: str
-    path: Path
-    status: str
-    error: str | None = None
-    objective: str | None = None
-    seed: Any = None  # train.seed
-    overrides: list[str] = field(default_factory=list)
-    varied: list[str] = field(default_factory=list)
-    train_loss: float | None = None
-    train_seconds: float | None = None
-    global_step: int | None = None
-    log_history: list[dict[str, Any]] = field(default_factory=list)
-    evaluation: dict[str, Any] | None = None
-
-    @property
-    def label(self) -> str:
-        """The objective and the overrides that vary across the sweep, e.g. `harmless, train.beta=0.05`."""
-        return ", ".join([self.objective or "?", *self.varied])
-
-    def accuracy(self, dimension: str) -> float | None:
-        return ((self.evaluation or {}).get("dimensions", {}).get(dimension) or {}).get("accuracy")
-
-    def margin(self, dimension: str) -> float | None:
-        return ((self.evaluation or {}).get("dimensions", {}).get(dimension) or {}).get("margin")
-
-    @property
-    def state(self) -> str:
-        """done, failed (with the error), not evaluated, or the status the run left."""
-        if self.status == "failed":
-            return f"failed: {self.error}" if self.error else "failed"
-        if self.status == "done" and self.evaluation is None:
-            return "done, not evaluated (no eval.json)"
-        return self.status
 
 
 def read_run(run: RunDir) -> RunSummary:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,13 +23,49 @@ from .errors import ConfigError
 from .rundir import RunDir
 from .settings import DIMENSIONS
 
-if TYPE_CHECKING:
-    from .comparison import RunSummary
-
 log = logging.getLogger("safealign")
 
 SEED_KEYS = ("train.seed",)
 DIFF_COLUMNS = ("diff", "diff_ci_low", "diff_ci_high")
+
+
+@dataclass
+class RunSummary:
+    """What the comparison knows about one run of the sweep."""
+
+    name: str
+    path: Path
+    status: str
+    error: str | None = None
+    objective: str | None = None
+    seed: Any = None  # train.seed
+    overrides: list[str] = field(default_factory=list)
+    varied: list[str] = field(default_factory=list)
+    train_loss: float | None = None
+    train_seconds: float | None = None
+    global_step: int | None = None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        """The objective and the overrides that vary across the sweep, e.g. `harmless, train.beta=0.05`."""
+        return ", ".join([self.objective or "?", *self.varied])
+
+    def accuracy(self, dimension: str) -> float | None:
+        return ((self.evaluation or {}).get("dimensions", {}).get(dimension) or {}).get("accuracy")
+
+    def margin(self, dimension: str) -> float | None:
+        return ((self.evaluation or {}).get("dimensions", {}).get(dimension) or {}).get("margin")
+
+    @property
+    def state(self) -> str:
+        """done, failed (with the error), not evaluated, or the status the run left."""
+        if self.status == "failed":
+            return f"failed: {self.error}" if self.error else "failed"
+        if self.status == "done" and self.evaluation is None:
+            return "done, not evaluated (no eval.json)"
+        return self.status
 
 
 @dataclass

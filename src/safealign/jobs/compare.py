@@ -12,9 +12,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..comparison import RunSummary, compare
+from ..comparison import compare
 from ..errors import ConfigError
 from ..settings.typed import positive_int
+from ..summary import RunSummary
 
 
 def quote_baseline(argv: Sequence[str]) -> list[str]:
