@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,14 +44,18 @@ def uninterrupted(tmp_path_factory):
 def test_sigterm_saves_a_checkpoint_and_resume_matches(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "recipes/dpo.py", *ARGS, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    log = run_dir / "dpo.log"  # Hydra's job log: training starts right after the pair report
-    while not (log.exists() and "train split" in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=240)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # Signal once step 2 is logged: training (and its signal handler) is under way, whatever the
+    # machine's speed; a fixed sleep let the 30 steps finish first on a fast, idle machine.
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "step 2/" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=240)
+    err = "".join(seen) + rest
 
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted by SIGTERM" in err and "Traceback" not in err
