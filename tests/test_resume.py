@@ -71,6 +71,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(uninterrupted, tmp_path):
     assert metrics["resumed_from"] == f"checkpoint-{step}"
     assert metrics["global_step"] == STEPS == uninterrupted[1]["global_step"]
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "done"}
+    # The whole run's loss, not only the resumed part's (the Trainer's own train_loss, kept beside it).
+    whole, since = metrics["train"]["train_loss"], metrics["train"]["train_loss_since_resume"]
+    assert whole == pytest.approx(uninterrupted[1]["train"]["train_loss"], rel=1e-5) and since != whole
+    assert "train_loss_steps" not in metrics["train"]
     resumed, reference = adapter(run_dir), adapter(uninterrupted[0])
     assert resumed.keys() == reference.keys()
     for name, weight in reference.items():

@@ -41,8 +41,13 @@ def trl_model_config(name_or_path: str, quant: str, peft: Any | None = None) -> 
         lora_r=peft.r if lora else 16,
         lora_alpha=peft.alpha if lora else 32,
         lora_dropout=peft.dropout if lora else 0.05,
-        lora_target_modules=list(peft.target_modules) if lora else None,
+        lora_target_modules=target_modules(peft.target_modules) if lora else None,
     )
+
+
+def target_modules(modules: Any) -> Any:
+    """`peft.target_modules` as PEFT takes it: a list of module names, or the string "all-linear"."""
+    return modules if isinstance(modules, str) else list(modules)
 
 
 def quantization_config(method: str) -> Any:
@@ -134,6 +139,7 @@ def load_model(
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        keep_4bit_differentiable(model)
     adapter = getattr(model_cfg, "adapter", None)
     if adapter is not None:
         from peft import PeftModel
@@ -143,6 +149,26 @@ def load_model(
         model = PeftModel.from_pretrained(model, str(adapter_dir(adapter)), is_trainable=True)
         return LoadedModel(model, tokenizer, ref_model, None)
     return LoadedModel(model, tokenizer, ref_model, lora_config(peft_cfg))
+
+
+def keep_4bit_differentiable(model: Any) -> None:
+    """Keep every 4-bit layer of a model that will be trained differentiable with respect to its input.
+
+    Why: on a CPU with AVX512-BF16, bitsandbytes' `Linear4bit.forward` in eval mode without
+    gradients (TRL's reference log-prob precompute, an evaluation during training) repacks the
+    weight for its fused CPU inference kernel, for good; from then on every call, training
+    included, goes through that kernel, whose output has no gradient with respect to the input.
+    Gradients then stop at every quantized layer: a LoRA matrix reaches the loss only through a
+    frozen 4-bit layer (`[q_proj, v_proj]` through `o_proj`, `gate_proj` through `down_proj`)
+    gets a gradient of 0 and never moves. Turning the repacking off keeps the autograd path;
+    on other CPUs and on GPUs the attribute is never read. (`tests/test_learning.py` checks that
+    bitsandbytes still has it.)
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(peft_cfg: Any) -> Any:

@@ -97,6 +97,7 @@ class StopOnSignal(TrainerCallback):
             stop = bool(flag.item())
             self.stopped_by = self.stopped_by or (signal.SIGTERM if stop else None)
         if stop:
+            control.should_log = True  # the losses up to here, so that a resumed run's train_loss covers every step
             control.should_save = True
             control.should_training_stop = True
 

@@ -63,18 +63,19 @@ def train_run(
     can be checked ahead of training has been. Returns the metrics and the trainer (its model
     still in memory, for the evaluation after training); `evaluate`: as in `train`.
     """
+    from ..learning import LearningCheck
     from ..trainer import StopOnSignal
 
     c, checkpoint = claimed, claimed.checkpoint
     if checkpoint is not None:  # a checkpoint that does not load: the previous good one, or a clear error
         checkpoint = usable_checkpoint(checkpoint, explicit=s.run.resume not in (None, "auto"))
         c.run_dir.check_same_data(data_fingerprint(pairs))
-    stop = StopOnSignal()
-    trainer = build_trainer(s, args, pairs, [stop, *callbacks], c.main)
+    stop, check = StopOnSignal(), LearningCheck()
+    trainer = build_trainer(s, args, pairs, [stop, check, *callbacks], c.main)
     if c.main:
         start(c.run_dir, c.cfg, c.resolved, pairs, c.clear, checkpoint)
     with status_of(c.run_dir, c.main):
-        return train(trainer, stop, s, c.run_dir, checkpoint, c.main, evaluate), trainer
+        return train(trainer, stop, check, s, c.run_dir, checkpoint, c.main, evaluate), trainer
 
 
 def data_fingerprint(pairs: Pairs) -> dict[str, Any]:
@@ -132,13 +133,15 @@ def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
 
 
 def train(
-    trainer: Any, stop: Any, s: SFTSettings, run_dir: RunDir, checkpoint: Path | None, main: bool,
+    trainer: Any, stop: Any, check: Any, s: SFTSettings, run_dir: RunDir, checkpoint: Path | None, main: bool,
     evaluate: bool = True,
 ) -> dict[str, Any]:
-    """Train, save the adapter and metrics.json; returns the metrics. A run whose loss is not finite fails.
+    """Train, save the adapter and metrics.json; returns the metrics.
 
-    `evaluate`: run TRL's `evaluate()` on the test pairs here (False where the held-out
-    evaluation after training gives the same metrics from its own scoring pass).
+    A run fails, before its adapter is saved, when its loss is not finite or when it did not
+    learn (`check`, a `learning.LearningCheck`: no trainable weight changed, or every gradient
+    norm was 0). `evaluate`: run TRL's `evaluate()` on the test pairs here (False where the
+    held-out evaluation after training gives the same metrics from its own scoring pass).
     """
     from ..trainer import model_summary
 
@@ -147,7 +150,7 @@ def train(
     if stop.stopped_by is not None:
         raise Interrupted(run_dir.path, stop.stopped_by, trainer.state.global_step)
     metrics: dict[str, Any] = {
-        "train": result.metrics,
+        "train": whole_run_loss(result.metrics, trainer.state, checkpoint),
         "global_step": trainer.state.global_step,
         "train_seconds": time.perf_counter() - start,
         "resumed_from": checkpoint.name if checkpoint else None,
@@ -168,6 +171,10 @@ def train(
             f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} (check {check}); the adapter was "
             "not saved"
         )
+    metrics["learning"] = check.report(trainer.state)
+    problem = check.problem(trainer.state, s.train, s.peft)
+    if problem:
+        raise SafealignError(problem)
     if evaluate and trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()
     metrics["log_history"] = trainer.state.log_history
@@ -179,6 +186,34 @@ def train(
         if "eval" in metrics:
             log_numbers("eval", metrics["eval"])
     return metrics
+
+
+def whole_run_loss(train: dict[str, Any], state: Any, checkpoint: Path | None) -> dict[str, Any]:
+    """The Trainer's train metrics, with `train_loss` over the whole run where it was resumed.
+
+    The Trainer's `train_loss` averages the steps trained by this process only. A resumed run
+    adds the steps before its checkpoint from the logged losses (each the mean of the steps
+    since the previous log); `train_loss_since_resume` keeps the Trainer's value. Where the
+    logs before the checkpoint do not reach it (a checkpoint saved between two logs),
+    `train_loss_steps` says how many steps the average covers.
+    """
+    train = dict(train)
+    saved = io.read_json_or_none(checkpoint / "trainer_state.json") if checkpoint is not None else None
+    start = saved.get("global_step") if isinstance(saved, dict) else None
+    if not isinstance(start, int) or start <= 0 or "train_loss" not in train:
+        return train
+    total, covered, previous = 0.0, 0, 0
+    for entry in state.log_history:
+        step = entry.get("step", 0)
+        if "loss" in entry and previous < step <= start:
+            total += entry["loss"] * (step - previous)
+            covered, previous = covered + step - previous, step
+    resumed = state.global_step - start
+    train["train_loss_since_resume"] = train["train_loss"]
+    train["train_loss"] = (total + train["train_loss"] * resumed) / max(covered + resumed, 1)
+    if covered < start:
+        train["train_loss_steps"] = covered + resumed
+    return train
 
 
 def log_numbers(name: str, values: dict[str, Any]) -> None:

@@ -77,7 +77,7 @@ class PeftConfig:
     r: int | None = None  # peft=none has no LoRA keys
     alpha: int | None = None
     dropout: float | None = None
-    target_modules: list[str] | None = None
+    target_modules: Any = None  # a list of module names, or PEFT's "all-linear"
 
 
 @dataclass
@@ -208,8 +208,11 @@ def _check_lora(peft: PeftConfig) -> None:
         positive_int(getattr(peft, key), f"peft.{key}")
     if peft.dropout is None or not 0 <= peft.dropout < 1:
         raise ConfigError(f"peft.dropout: expected a number in [0, 1), got {peft.dropout!r}")
-    if not peft.target_modules:
-        raise ConfigError("peft.target_modules: expected a list of module names (e.g. [q_proj, v_proj]) or all-linear")
+    modules = peft.target_modules
+    names = isinstance(modules, (list, tuple)) and modules and all(isinstance(m, str) and m for m in modules)
+    if not (names or modules == "all-linear"):
+        raise ConfigError("peft.target_modules: expected a list of module names (e.g. [q_proj, v_proj]) or all-linear, "
+                          f"got {modules!r}")  # fmt: skip
 
 
 def _run_options(train: Mapping[str, Any], keys: Sequence[str] = RUN_KEYS) -> RunOptions:
