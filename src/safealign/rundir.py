@@ -10,11 +10,14 @@ directory in use by a live process is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -134,15 +137,20 @@ class RunDir:
     # -- claiming -----------------------------------------------------------------------------
 
     def claim(
-        self, config: Mapping[str, Any], resume: str | None, overwrite: bool, main: bool = True
+        self, config: Mapping[str, Any], resume: str | None, overwrite: bool, main: bool = True,
+        overwrite_key: str = "train.overwrite", resumable: bool = True,
     ) -> tuple[Path | None, bool]:
-        """Decide how a training run uses this directory, so that no finished work is lost.
+        """Decide how a job uses this directory, so that no finished work is lost.
 
         Returns (checkpoint to resume from or None, whether the previous outputs must be
         cleared). Nothing is removed here: the caller clears (`clear()`) only once the new
         run's config and data have passed their checks. Only the main process (`main`)
         guards the directory; other ranks of the same launch just find the checkpoint, since
         rank 0 may already have marked the run running.
+
+        `overwrite_key` names the job's overwrite option in the errors; a job that cannot
+        resume a training run (`resumable=False`, e.g. `recipes/merge.py`, with `resume=None`)
+        says so when it refuses an unfinished run with checkpoints.
         """
         status = self.status()
         state = status.get("status") if status is not None else None
@@ -156,7 +164,7 @@ class RunDir:
                               "choose another hydra.run.dir")  # fmt: skip
         if state == "done" and not overwrite:
             raise RunDirError(
-                f"{self.path} holds a finished run; choose another hydra.run.dir, or set train.overwrite=true to "
+                f"{self.path} holds a finished run; choose another hydra.run.dir, or set {overwrite_key}=true to "
                 "replace it"
             )
         if resume not in (None, "auto"):
@@ -171,10 +179,15 @@ class RunDir:
         checkpoint = self.last_checkpoint()
         if checkpoint is None:
             return None, False  # nothing was trained yet: starting again loses nothing
+        if not resumable:
+            raise RunDirError(
+                f"{self.path} holds an unfinished run with checkpoint {checkpoint.name}, which this job cannot "
+                f"resume; choose another hydra.run.dir, or set {overwrite_key}=true to replace it"
+            )
         if resume is None:
             raise RunDirError(
                 f"{self.path} holds an unfinished run with checkpoint {checkpoint.name}; resume it with "
-                "train.resume=auto, or set train.overwrite=true to start again"
+                f"train.resume=auto, or set {overwrite_key}=true to start again"
             )
         try:
             saved = self.saved_config()
@@ -193,37 +206,84 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self, main: bool = True) -> Iterator[None]:
-        """Hold `.lock` in the directory while a run uses it, so that two processes never train into one
+        """Hold `.lock` in the directory while a run uses it, so that two processes never work in one
         directory (two runs started in the same second get the same Hydra run directory).
 
-        A lock left by a dead process on this host is taken over; one held by another host, or a
-        live process, is refused. Only the main process locks; other ranks follow it.
+        The lock is an exclusive `flock` on `.lock`, which the kernel drops when its holder ends
+        (`kill -9` included): a lock left by a dead process, or an empty one left by a crash, is
+        simply locked again, and two processes can never both take a stale lock over (there is no
+        read-check-delete step to race in). The holder writes its pid and host into the file, for
+        the error the others get, and removes the file on release while it still holds it; a
+        process that locked a file removed meanwhile tries again. A record naming another host is
+        refused even when unlocked here (its lock may not reach this host). Only the main process
+        locks; other ranks follow it. A directory this process cannot write is refused first,
+        with one line (`RunDirError`), before any work.
         """
         if not main:
             yield
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.check_writable()
         path = self.path / self.LOCK
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, io.file_mode())
-            except FileExistsError:
-                owner = io.read_json_or_none(path) or {}
-                if self._owner_dead(owner) or owner.get("pid") == os.getpid():
-                    path.unlink(missing_ok=True)  # left by a process that is gone
-                    continue
-                raise RunDirError(
-                    f"{self.path} is in use by another job (pid {owner.get('pid', '?')} on {owner.get('host', '?')}); "
-                    f"choose another hydra.run.dir, or remove {path} if that job is gone"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
+        fd = self._acquire(path)
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if _same_file(fd, path):  # not a file that replaced ours after someone removed it
+                    path.unlink()
+            os.close(fd)
+
+    def _acquire(self, path: Path) -> int:
+        """An open descriptor of `path`, flocked by this process and holding its record."""
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(100):  # each retry means a holder released the lock meanwhile
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, io.file_mode())
+            except OSError as err:
+                raise self._cannot_write(err) from None
+            try:
+                locked = _flock(fd)
+                if not _same_file(fd, path):  # released (and removed) by its holder since we opened it
+                    os.close(fd)
+                    continue
+                owner = _read_record(fd)
+                other_host = isinstance(owner.get("host"), str) and owner["host"] != me["host"]
+                # locked None: no flock on this file system; then only the record tells (as it did before flock)
+                if locked is False or other_host or (locked is None and self._owner_alive(owner)):
+                    raise RunDirError(
+                        f"{self.path} is in use by another job (pid {owner.get('pid', '?')} on "
+                        f"{owner.get('host', '?')}); choose another hydra.run.dir, or remove {path} if that job is gone"
+                    )
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(me).encode(), 0)
+                return fd
+            except BaseException:
+                os.close(fd)
+                raise
+        raise RunDirError(f"{self.path}: could not take {path} (other jobs keep taking and releasing it); "
+                          "choose another hydra.run.dir")  # fmt: skip
+
+    def check_writable(self, what: str = "into it", hint: str = "choose another hydra.run.dir") -> None:
+        """Create the directory if needed and a file in it (removed at once), so that a directory this
+        process cannot write is refused with one line before any work, not with a traceback after it.
+
+        Permission bits cannot tell: root writes through mode 0555, and neither an immutable
+        directory (`chattr +i`) nor a read-only mount shows in them.
+        """
+        probe = self.path / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            probe.unlink()
+        except OSError as err:
+            raise self._cannot_write(err, what, hint) from None
+
+    def _cannot_write(self, err: OSError, what: str = "into it", hint: str = "choose another hydra.run.dir"
+                      ) -> RunDirError:  # fmt: skip
+        if self.path.exists() and not self.path.is_dir():
+            return RunDirError(f"{self.path}: cannot write {what}: it is a file, not a directory; {hint}")
+        reason = err.strerror or type(err).__name__
+        return RunDirError(f"{self.path}: cannot write {what} ({reason}); {hint}")
 
     def check_same_data(self, fingerprint: Mapping[str, Any]) -> None:
         """Refuse to resume on other data than the run started with (same config, changed files)."""
@@ -269,13 +329,59 @@ def is_main_process() -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running. A zombie (killed, not yet reaped by its parent: in a
+    container without a reaping init, for good) is dead, although `os.kill(pid, 0)` still reaches it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: it exists
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """State Z (zombie) or X (dead) in /proc/PID/stat; False where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    fields = stat[stat.rfind(")") + 1 :].split()  # the command name, in parentheses, may hold anything
+    return bool(fields) and fields[0] in ("Z", "X")
+
+
+def _flock(fd: int) -> bool | None:
+    """Take an exclusive flock on `fd` without waiting: True, False when another holds it, None where the
+    file system has no flock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as err:
+        if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            log.warning("no file locks on this file system (%s): the run directory lock only reads its record", err)
+            return None
+        raise
     return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (not removed, nor replaced by another)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _read_record(fd: int) -> dict[str, Any]:
+    """The pid/host record in a lock file, or {} when empty or unreadable (a crash while writing it)."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
