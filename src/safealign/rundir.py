@@ -209,15 +209,12 @@ class RunDir:
         """Hold `.lock` in the directory while a run uses it, so that two processes never work in one
         directory (two runs started in the same second get the same Hydra run directory).
 
-        The lock is an exclusive `flock` on `.lock`, which the kernel drops when its holder ends
-        (`kill -9` included): a lock left by a dead process, or an empty one left by a crash, is
-        simply locked again, and two processes can never both take a stale lock over (there is no
-        read-check-delete step to race in). The holder writes its pid and host into the file, for
-        the error the others get, and removes the file on release while it still holds it; a
-        process that locked a file removed meanwhile tries again. A record naming another host is
-        refused even when unlocked here (its lock may not reach this host). Only the main process
-        locks; other ranks follow it. A directory this process cannot write is refused first,
-        with one line (`RunDirError`), before any work.
+        An exclusive `flock`, which the kernel drops when its holder ends (`kill -9` included): a
+        stale or empty `.lock` is simply locked again, with no read-check-delete step for two
+        processes to race through. The holder writes its pid and host into it (for the others'
+        error) and removes it on release while still holding it; one that locked a file removed
+        meanwhile tries again. A record of another host is refused (its lock may not reach here).
+        Only the main process locks. An unwritable directory is refused first, in one line.
         """
         if not main:
             yield
@@ -264,12 +261,9 @@ class RunDir:
                           "choose another hydra.run.dir")  # fmt: skip
 
     def check_writable(self, what: str = "into it", hint: str = "choose another hydra.run.dir") -> None:
-        """Create the directory if needed and a file in it (removed at once), so that a directory this
-        process cannot write is refused with one line before any work, not with a traceback after it.
-
-        Permission bits cannot tell: root writes through mode 0555, and neither an immutable
-        directory (`chattr +i`) nor a read-only mount shows in them.
-        """
+        """Create the directory if needed, and a file in it (removed at once): one that cannot be written is
+        refused in one line before any work. Mode bits cannot tell: root writes through 0555, and an
+        immutable directory (`chattr +i`) or a read-only mount does not show in them."""
         probe = self.path / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -337,22 +331,16 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """State Z (zombie) or X (dead) in /proc/PID/stat; False where /proc cannot tell."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return False
-    fields = stat[stat.rfind(")") + 1 :].split()  # the command name, in parentheses, may hold anything
-    return bool(fields) and fields[0] in ("Z", "X")
+        return True  # no /proc to tell
+    fields = stat[stat.rfind(")") + 1 :].split()  # after the command name, which may hold anything
+    return not fields or fields[0] not in ("Z", "X")  # zombie, dead
 
 
 def _flock(fd: int) -> bool | None:
-    """Take an exclusive flock on `fd` without waiting: True, False when another holds it, None where the
-    file system has no flock."""
+    """An exclusive flock on `fd`, without waiting: True; False when another holds it; None: no flock here."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
