@@ -322,3 +322,24 @@ def test_the_merge_recipe_records_its_overrides_once_it_has_claimed_the_director
     assert yaml.safe_load((out / ".hydra" / "overrides.yaml").read_text()) == args[:-1]  # hydra.* not among them
     assert (out / ".hydra" / "config.yaml").is_file() and (out / ".hydra" / "hydra.yaml").is_file()
     assert json.loads((out / "status.json").read_text())["status"] == "done"
+
+
+def test_a_merge_sweep_marks_runs_failed_by_their_settings_with_their_overrides(tmp_path):
+    """As a training sweep does: the summary and compare.py list such a run with its overrides."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_layout import REPO
+
+    a, b = two_runs(tmp_path)
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "recipes/merge.py", "-m", f"runs=[{a},{b}]", "q=1.5,2", f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    for run, q in (("0", "1.5"), ("1", "2")):
+        status = json.loads((sweep / run / "status.json").read_text())
+        assert status["status"] == "failed" and f"q: expected a number in [0, 1] (weights [q, 1-q]), got {q}" in \
+            status["error"]  # fmt: skip
+        assert f"q={q}" in yaml.safe_load((sweep / run / ".hydra" / "overrides.yaml").read_text())
