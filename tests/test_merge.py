@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -343,3 +344,26 @@ def test_a_merge_sweep_marks_runs_failed_by_their_settings_with_their_overrides(
         assert status["status"] == "failed" and f"q: expected a number in [0, 1] (weights [q, 1-q]), got {q}" in \
             status["error"]  # fmt: skip
         assert f"q={q}" in yaml.safe_load((sweep / run / ".hydra" / "overrides.yaml").read_text())
+
+
+def test_the_merge_recipe_refuses_a_directory_it_cannot_write_in_one_line(tmp_path):
+    """A directory even root cannot create files in (/proc/1): one line, not Hydra's traceback from opening
+    merge.log there (conf/merge.yaml: the log file is opened on its first line, after the check)."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.test_layout import REPO
+
+    target = Path("/proc/1")
+    try:
+        (target / "probe").touch()
+        pytest.skip("/proc/1 is writable here")
+    except OSError:
+        pass
+    a, b = two_runs(tmp_path)
+    cmd = [sys.executable, "recipes/merge.py", f"runs=[{a},{b}]", "q=0.5", f"hydra.run.dir={target}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1
+    assert re.fullmatch(r"safealign: error: /proc/1: cannot write into it \([^)]+\); choose another hydra.run.dir\n",
+                        done.stderr), done.stderr[-2000:]  # fmt: skip
