@@ -148,9 +148,8 @@ class RunDir:
         guards the directory; other ranks of the same launch just find the checkpoint, since
         rank 0 may already have marked the run running.
 
-        `overwrite_key` names the job's overwrite option in the errors; a job that cannot
-        resume a training run (`resumable=False`, e.g. `recipes/merge.py`, with `resume=None`)
-        says so when it refuses an unfinished run with checkpoints.
+        `overwrite_key`: the job's overwrite option, for the errors; `resumable=False` (merge.py, with
+        `resume=None`): the job cannot resume an unfinished run with checkpoints, and says so.
         """
         status = self.status()
         state = status.get("status") if status is not None else None
@@ -254,6 +253,9 @@ class RunDir:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(me).encode(), 0)
                 return fd
+            except OSError as err:  # e.g. a full disk: the record cannot be written
+                os.close(fd)
+                raise self._cannot_write(err) from None
             except BaseException:
                 os.close(fd)
                 raise
