@@ -18,7 +18,7 @@ from safealign.cli import check_argv, exit_when_done, run_recipe
 def main(cfg: DictConfig) -> None:
     from safealign.jobs import merge
 
-    run_recipe(merge.run, cfg)
+    run_recipe(merge.run, cfg, status=True)  # in a sweep, a merge refused by its settings is marked failed
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,211 @@ def test_merge_config_errors_import_no_torch(tmp_path):
                          timeout=120)  # fmt: skip
     assert out.returncode == 1 and "safealign: error: unknown combination type" in out.stderr
     assert "Did you mean 'linear'" in out.stderr and "Traceback" not in out.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# the output directory: claimed as training claims its run directory, never an input run
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_merge(monkeypatch):
+    """jobs.merge with the model work replaced: records the calls, loads nothing."""
+    from safealign.jobs import merge as job
+    from safealign.rundir import RunDir
+
+    calls = []
+    monkeypatch.setattr(job, "merge", lambda s, run_dir: calls.append(("merge", run_dir.path)) or {"runs": s.runs})
+    monkeypatch.setattr(RunDir, "write_hydra_files", lambda self, cfg: calls.append(("hydra", self.path)))
+    return calls
+
+
+def two_runs(tmp_path):
+    return bare_run(tmp_path / "a"), bare_run(tmp_path / "b")
+
+
+@pytest.mark.parametrize("state", ["interrupted", "failed"])
+def test_merge_refuses_an_unfinished_run_with_checkpoints_without_overwrite(tmp_path, no_merge, state):
+    from safealign.errors import RunDirError
+    from safealign.jobs.merge import run as merge
+    from tests.test_rundir import snapshot, unfinished_run
+
+    a, b = two_runs(tmp_path)
+    out = unfinished_run(tmp_path / "out", state)
+    (out / "metrics.json").write_text("{}")
+    before = snapshot(out)
+    with pytest.raises(RunDirError, match=r"out holds an unfinished run with checkpoint checkpoint-2, which this job "
+                                          r"cannot resume; choose another hydra.run.dir, or set overwrite=true to "
+                                          r"replace it"):  # fmt: skip
+        merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5", "eval.after_train=false"), out)
+    assert snapshot(out) == before and no_merge == []
+    merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5", "eval.after_train=false", "overwrite=true"), out)
+    assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()
+    assert json.loads((out / "status.json").read_text())["status"] == "done"
+    assert no_merge == [("hydra", out), ("merge", out)]  # .hydra/ written once the directory is claimed
+
+
+def test_merge_refuses_a_finished_run_and_a_live_job_naming_its_own_option(tmp_path, no_merge):
+    import socket
+    import subprocess
+    import sys
+
+    from safealign.errors import RunDirError
+    from safealign.jobs.merge import run as merge
+    from tests.test_rundir import finished_run, snapshot, write_status
+
+    a, b = two_runs(tmp_path)
+    out = finished_run(tmp_path / "out")
+    before = snapshot(out)
+    with pytest.raises(RunDirError, match=r"holds a finished run; choose another hydra.run.dir, or set overwrite=true "
+                                          r"to replace it") as err:  # fmt: skip
+        merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5"), out)
+    assert "train.overwrite" not in str(err.value)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_status(out, status="running", pid=sleeper.pid, host=socket.gethostname())
+        before = snapshot(out)
+        with pytest.raises(RunDirError, match=rf"in use by a running job \(pid {sleeper.pid}\)"):
+            merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5", "overwrite=true"), out)
+        assert snapshot(out) == before and no_merge == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the directory of a job that is gone is claimed as training claims it: replaced with overwrite=true
+    merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5", "overwrite=true", "eval.after_train=false"), out)
+    assert no_merge == [("hydra", out), ("merge", out)]
+
+
+def test_merge_replaces_a_failed_merge_without_checkpoints(tmp_path, no_merge):
+    from safealign.jobs.merge import run as merge
+    from tests.test_rundir import write_status
+
+    a, b = two_runs(tmp_path)
+    out = tmp_path / "out"
+    write_status(out, status="failed", error="OSError: disk full")
+    (out / "eval.json").write_text("{}")  # a previous merge's: would be read as this one's
+    merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5", "eval.after_train=false"), out)
+    assert not (out / "eval.json").exists() and no_merge == [("hydra", out), ("merge", out)]
+
+
+@pytest.mark.parametrize("where", ["is", "inside", "symlink", "holds"])
+def test_merge_never_writes_into_a_run_it_reads(tmp_path, no_merge, where):
+    from safealign.errors import RunDirError
+    from safealign.jobs.merge import run as merge
+    from tests.test_rundir import snapshot
+
+    root = tmp_path / "out" if where == "holds" else tmp_path
+    a, b = two_runs(root)
+    out = {"is": a, "inside": a / "merged", "symlink": tmp_path / "link", "holds": root}[where]
+    if where == "symlink":
+        out.symlink_to(a)
+    before = snapshot(tmp_path)
+    word = {"is": "is", "inside": "lies inside", "symlink": "is", "holds": "holds"}[where]
+    expected = rf"^hydra.run.dir={out} {word} runs\[0\]={a}: the merge would replace the runs it reads; choose "
+    with pytest.raises(RunDirError, match=expected + r"another hydra.run.dir, outside every run$"):
+        merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5", "overwrite=true"), out)
+    assert snapshot(tmp_path) == before and no_merge == []
+
+
+def test_merge_refuses_an_output_directory_it_cannot_write(tmp_path, no_merge):
+    from safealign.errors import RunDirError
+    from safealign.jobs.merge import run as merge
+
+    a, b = two_runs(tmp_path)
+    (tmp_path / "file").write_text("a regular file")
+    with pytest.raises(RunDirError, match=r"file/out: cannot write into it \(Not a directory\); choose another "
+                                          r"hydra.run.dir"):  # fmt: skip
+        merge(merge_cfg(f"runs=[{a},{b}]", "q=0.5"), tmp_path / "file" / "out")
+    assert no_merge == []
+
+
+def test_a_refused_merge_leaves_the_directory_and_its_hydra_record_as_they_were(tmp_path):
+    """Hydra writes no .hydra/ of its own (hydra.output_subdir: null): a refused merge cannot relabel the
+    finished run it was refused, nor a run it reads (compare.py groups runs by .hydra/overrides.yaml)."""
+    import subprocess
+    import sys
+
+    from tests.test_layout import REPO
+    from tests.test_rundir import finished_run, snapshot
+
+    a, b = two_runs(tmp_path)
+    (a / ".hydra").mkdir()
+    (a / ".hydra" / "overrides.yaml").write_text("- objective=harmless\n")
+    out = finished_run(tmp_path / "out")
+    for target, args, message in (
+        (out, [], f"{out} holds a finished run; choose another hydra.run.dir, or set overwrite=true to replace it"),
+        (a, ["overwrite=true"], f"hydra.run.dir={a} is runs[0]={a}: the merge would replace the runs it reads; "
+                                "choose another hydra.run.dir, outside every run"),
+    ):  # fmt: skip
+        before = snapshot(target)
+        cmd = [sys.executable, "recipes/merge.py", f"runs=[{a},{b}]", "q=0.5", *args, f"hydra.run.dir={target}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines() == [f"safealign: error: {message}"]
+        after = snapshot(target)
+        assert after.pop("merge.log", b"") == b""  # Hydra's log file: opened for appending, nothing written
+        assert after == before
+
+
+@pytest.mark.integration
+def test_the_merge_recipe_records_its_overrides_once_it_has_claimed_the_directory(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_layout import REPO
+
+    a, b = fake_run(tmp_path / "a", seed=1), fake_run(tmp_path / "b", seed=2)
+    out = tmp_path / "merged"
+    args = [f"runs=[{a},{b}]", "q=0.25", "eval.after_train=false", f"hydra.run.dir={out}"]
+    done = subprocess.run([sys.executable, "recipes/merge.py", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert yaml.safe_load((out / ".hydra" / "overrides.yaml").read_text()) == args[:-1]  # hydra.* not among them
+    assert (out / ".hydra" / "config.yaml").is_file() and (out / ".hydra" / "hydra.yaml").is_file()
+    assert json.loads((out / "status.json").read_text())["status"] == "done"
+
+
+def test_a_merge_sweep_marks_runs_failed_by_their_settings_with_their_overrides(tmp_path):
+    """As a training sweep does: the summary and compare.py list such a run with its overrides."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_layout import REPO
+
+    a, b = two_runs(tmp_path)
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "recipes/merge.py", "-m", f"runs=[{a},{b}]", "q=1.5,2", f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    for run, q in (("0", "1.5"), ("1", "2")):
+        status = json.loads((sweep / run / "status.json").read_text())
+        assert status["status"] == "failed" and f"q: expected a number in [0, 1] (weights [q, 1-q]), got {q}" in \
+            status["error"]  # fmt: skip
+        assert f"q={q}" in yaml.safe_load((sweep / run / ".hydra" / "overrides.yaml").read_text())
+
+
+def test_the_merge_recipe_refuses_a_directory_it_cannot_write_in_one_line(tmp_path):
+    """A directory even root cannot create files in (/proc/1): one line, not Hydra's traceback from opening
+    merge.log there (conf/merge.yaml: the log file is opened on its first line, after the check)."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.test_layout import REPO
+
+    target = Path("/proc/1")
+    try:
+        (target / "probe").touch()
+        pytest.skip("/proc/1 is writable here")
+    except OSError:
+        pass
+    a, b = two_runs(tmp_path)
+    cmd = [sys.executable, "recipes/merge.py", f"runs=[{a},{b}]", "q=0.5", f"hydra.run.dir={target}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1
+    assert re.fullmatch(r"safealign: error: /proc/1: cannot write into it \([^)]+\); choose another hydra.run.dir\n",
+                        done.stderr), done.stderr[-2000:]  # fmt: skip

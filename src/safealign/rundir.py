@@ -10,11 +10,14 @@ directory in use by a live process is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -134,15 +137,19 @@ class RunDir:
     # -- claiming -----------------------------------------------------------------------------
 
     def claim(
-        self, config: Mapping[str, Any], resume: str | None, overwrite: bool, main: bool = True
+        self, config: Mapping[str, Any], resume: str | None, overwrite: bool, main: bool = True,
+        overwrite_key: str = "train.overwrite", resumable: bool = True,
     ) -> tuple[Path | None, bool]:
-        """Decide how a training run uses this directory, so that no finished work is lost.
+        """Decide how a job uses this directory, so that no finished work is lost.
 
         Returns (checkpoint to resume from or None, whether the previous outputs must be
         cleared). Nothing is removed here: the caller clears (`clear()`) only once the new
         run's config and data have passed their checks. Only the main process (`main`)
         guards the directory; other ranks of the same launch just find the checkpoint, since
         rank 0 may already have marked the run running.
+
+        `overwrite_key`: the job's overwrite option, for the errors; `resumable=False` (merge.py, with
+        `resume=None`): the job cannot resume an unfinished run with checkpoints, and says so.
         """
         status = self.status()
         state = status.get("status") if status is not None else None
@@ -156,7 +163,7 @@ class RunDir:
                               "choose another hydra.run.dir")  # fmt: skip
         if state == "done" and not overwrite:
             raise RunDirError(
-                f"{self.path} holds a finished run; choose another hydra.run.dir, or set train.overwrite=true to "
+                f"{self.path} holds a finished run; choose another hydra.run.dir, or set {overwrite_key}=true to "
                 "replace it"
             )
         if resume not in (None, "auto"):
@@ -171,10 +178,15 @@ class RunDir:
         checkpoint = self.last_checkpoint()
         if checkpoint is None:
             return None, False  # nothing was trained yet: starting again loses nothing
+        if not resumable:
+            raise RunDirError(
+                f"{self.path} holds an unfinished run with checkpoint {checkpoint.name}, which this job cannot "
+                f"resume; choose another hydra.run.dir, or set {overwrite_key}=true to replace it"
+            )
         if resume is None:
             raise RunDirError(
                 f"{self.path} holds an unfinished run with checkpoint {checkpoint.name}; resume it with "
-                "train.resume=auto, or set train.overwrite=true to start again"
+                f"train.resume=auto, or set {overwrite_key}=true to start again"
             )
         try:
             saved = self.saved_config()
@@ -193,37 +205,81 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self, main: bool = True) -> Iterator[None]:
-        """Hold `.lock` in the directory while a run uses it, so that two processes never train into one
+        """Hold `.lock` in the directory while a run uses it, so that two processes never work in one
         directory (two runs started in the same second get the same Hydra run directory).
 
-        A lock left by a dead process on this host is taken over; one held by another host, or a
-        live process, is refused. Only the main process locks; other ranks follow it.
+        An exclusive `flock`, which the kernel drops when its holder ends (`kill -9` included): a
+        stale or empty `.lock` is simply locked again, with no read-check-delete step for two
+        processes to race through. The holder writes its pid and host into it (for the others'
+        error) and removes it on release while still holding it; one that locked a file removed
+        meanwhile tries again. A record of another host is refused (its lock may not reach here).
+        Only the main process locks. An unwritable directory is refused first, in one line.
         """
         if not main:
             yield
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.check_writable()
         path = self.path / self.LOCK
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, io.file_mode())
-            except FileExistsError:
-                owner = io.read_json_or_none(path) or {}
-                if self._owner_dead(owner) or owner.get("pid") == os.getpid():
-                    path.unlink(missing_ok=True)  # left by a process that is gone
-                    continue
-                raise RunDirError(
-                    f"{self.path} is in use by another job (pid {owner.get('pid', '?')} on {owner.get('host', '?')}); "
-                    f"choose another hydra.run.dir, or remove {path} if that job is gone"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
+        fd = self._acquire(path)
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if _same_file(fd, path):  # not a file that replaced ours after someone removed it
+                    path.unlink()
+            os.close(fd)
+
+    def _acquire(self, path: Path) -> int:
+        """An open descriptor of `path`, flocked by this process and holding its record."""
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(100):  # each retry means a holder released the lock meanwhile
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, io.file_mode())
+            except OSError as err:
+                raise self._cannot_write(err) from None
+            try:
+                locked = _flock(fd)
+                if not _same_file(fd, path):  # released (and removed) by its holder since we opened it
+                    os.close(fd)
+                    continue
+                owner = _read_record(fd)
+                other_host = isinstance(owner.get("host"), str) and owner["host"] != me["host"]
+                # locked None: no flock on this file system; then only the record tells (as it did before flock)
+                if locked is False or other_host or (locked is None and self._owner_alive(owner)):
+                    raise RunDirError(
+                        f"{self.path} is in use by another job (pid {owner.get('pid', '?')} on "
+                        f"{owner.get('host', '?')}); choose another hydra.run.dir, or remove {path} if that job is gone"
+                    )
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(me).encode(), 0)
+                return fd
+            except OSError as err:  # e.g. a full disk: the record cannot be written
+                os.close(fd)
+                raise self._cannot_write(err) from None
+            except BaseException:
+                os.close(fd)
+                raise
+        raise RunDirError(f"{self.path}: could not take {path} (other jobs keep taking and releasing it); "
+                          "choose another hydra.run.dir")  # fmt: skip
+
+    def check_writable(self, what: str = "into it", hint: str = "choose another hydra.run.dir") -> None:
+        """Create the directory if needed, and a file in it (removed at once): one that cannot be written is
+        refused in one line before any work. Mode bits cannot tell: root writes through 0555, and an
+        immutable directory (`chattr +i`) or a read-only mount does not show in them."""
+        probe = self.path / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            probe.unlink()
+        except OSError as err:
+            raise self._cannot_write(err, what, hint) from None
+
+    def _cannot_write(self, err: OSError, what: str = "into it", hint: str = "choose another hydra.run.dir"
+                      ) -> RunDirError:  # fmt: skip
+        if self.path.exists() and not self.path.is_dir():
+            return RunDirError(f"{self.path}: cannot write {what}: it is a file, not a directory; {hint}")
+        reason = err.strerror or type(err).__name__
+        return RunDirError(f"{self.path}: cannot write {what} ({reason}); {hint}")
 
     def check_same_data(self, fingerprint: Mapping[str, Any]) -> None:
         """Refuse to resume on other data than the run started with (same config, changed files)."""
@@ -269,13 +325,53 @@ def is_main_process() -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running. A zombie (killed, not yet reaped by its parent: in a
+    container without a reaping init, for good) is dead, although `os.kill(pid, 0)` still reaches it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # no /proc to tell
+    fields = stat[stat.rfind(")") + 1 :].split()  # after the command name, which may hold anything
+    return not fields or fields[0] not in ("Z", "X")  # zombie, dead
+
+
+def _flock(fd: int) -> bool | None:
+    """An exclusive flock on `fd`, without waiting: True; False when another holds it; None: no flock here."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as err:
+        if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            log.warning("no file locks on this file system (%s): the run directory lock only reads its record", err)
+            return None
+        raise
     return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (not removed, nor replaced by another)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _read_record(fd: int) -> dict[str, Any]:
+    """The pid/host record in a lock file, or {} when empty or unreadable (a crash while writing it)."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

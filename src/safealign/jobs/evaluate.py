@@ -53,14 +53,21 @@ def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
     """Evaluate a run directory, or every finished run of a sweep directory (failures are logged, not fatal)."""
     path = Path(path)
     if (path / RunDir.CONFIG).is_file() or (path / RunDir.STATUS).is_file() or not path.is_dir():
+        if path.is_dir():
+            check_writable(RunDir(path), ev)
         return {str(path): evaluate_run(path, ev)}
     reports: dict[str, Any] = {}
     failed: list[str] = []
+    runs = []
     for run in sweep_runs(path):
         state = run.state()
         if state != "done":
             log.warning("%s: skipped (status %s)", run, state)
             continue
+        runs.append(run)
+    for run in runs:  # every run before the first evaluation
+        check_writable(run, ev)
+    for run in runs:
         try:
             reports[str(run)] = evaluate_run(run.path, ev)
         except SafealignError as err:
@@ -71,6 +78,12 @@ def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
             raise EvaluationError(f"run_dir={path}: {len(failed)} run(s) could not be evaluated ({'; '.join(failed)})")
         raise EvaluationError(f"run_dir={path}: no finished run (status done) to evaluate")
     return reports
+
+
+def check_writable(run: RunDir, ev: EvalSettings) -> None:
+    """Refuse, before any model loads, a run directory the evaluation could not write its report into."""
+    names = [RunDir.EVAL] + ([RunDir.GENERATIONS] if ev.generate else [])
+    run.check_writable(" and ".join(names), "make the directory writable, or evaluate a writable copy of the run")
 
 
 def run(cfg: DictConfig, _out_dir: Path | None = None) -> dict[str, Any]:

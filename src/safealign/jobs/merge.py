@@ -10,7 +10,8 @@ cross terms between runs), and `svd`, `ties`, `dare_*`, ... are PEFT's other com
 The merged run directory is a run like a training run's, so `recipes/evaluate.py` and
 `recipes/compare.py` accept it: run A's `config.yaml` (base model, template, data, β),
 `adapter/`, `merge.json` (runs, weights, combination), `versions.json`, `status.json`, and
-`eval.json` from the held-out evaluation that follows (`eval.after_train`).
+`eval.json` from the held-out evaluation that follows (`eval.after_train`), and `.hydra/` (the
+merge's overrides), written once the directory is claimed as a training run's is.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .. import io
 from ..errors import RunDirError
-from ..rundir import RunDir, package_versions
+from ..rundir import UNFINISHED, RunDir, package_versions
 from ..settings.runs import MergeSettings, parse_merge
 
 log = logging.getLogger("safealign")
@@ -31,23 +32,51 @@ MERGE_FILE = "merge.json"
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Merge `runs` into `out_dir` and evaluate the result; returns merge.json's record (with `heldout`)."""
+    """Merge `runs` into `out_dir` and evaluate the result; returns merge.json's record (with `heldout`).
+
+    `out_dir` is claimed as training claims its run directory (`RunDir.claim`): a finished run
+    is replaced only with `overwrite=true`, an unfinished one with checkpoints too (a merge
+    cannot resume it), and a directory in use is refused. Nothing in it is touched before.
+    """
     s = parse_merge(cfg)  # every value checked, the runs included: nothing is loaded yet
+    check_apart(out_dir, s.runs)
     run_dir = RunDir(out_dir)
     with run_dir.lock():
-        if run_dir.state() == "done" and not s.overwrite:
-            raise RunDirError(f"{run_dir} holds a finished run; choose another hydra.run.dir, or set overwrite=true")
+        _, clear = run_dir.claim(OmegaConf.to_container(cfg, resolve=True), None, s.overwrite,
+                                 overwrite_key="overwrite", resumable=False)  # fmt: skip
         from .evaluate import after_training
         from .training import status_of
 
-        run_dir.clear()
+        # An unfinished run without checkpoints lost nothing by the claim's rules; its outputs
+        # would only be mistaken for the merge's.
+        if clear or run_dir.state() in UNFINISHED:
+            run_dir.clear()
         run_dir.mark_running()
+        run_dir.write_hydra_files(cfg)
         with status_of(run_dir, main=True):
             record = merge(s, run_dir)
         heldout = after_training(run_dir.path, s.eval)
         if heldout is not None:
             record["heldout"] = heldout["dimensions"]
     return record
+
+
+def check_apart(out_dir: str | Path, runs: list[str]) -> None:
+    """Refuse an output directory that is one of the runs, lies inside one, or holds one (real paths,
+    symlinks followed): merging there would remove a run's outputs, or a run itself, before it is read."""
+    out = Path(out_dir).expanduser().resolve()
+    for i, run in enumerate(runs):
+        path = Path(run).expanduser().resolve()
+        if out == path or path in out.parents:
+            where = "is" if out == path else "lies inside"
+        elif out in path.parents:
+            where = "holds"
+        else:
+            continue
+        raise RunDirError(
+            f"hydra.run.dir={out_dir} {where} runs[{i}]={run}: the merge would replace the runs it reads; "
+            "choose another hydra.run.dir, outside every run"
+        )
 
 
 def merge(s: MergeSettings, run_dir: RunDir) -> dict[str, Any]:
