@@ -244,3 +244,27 @@ def test_a_duplicated_column_is_an_error_naming_it(tmp_path, name, text, expecte
     with pytest.raises(DataError, match=expected):
         load_refusal_prompts(path)
 
+
+def test_a_prompt_file_turns_refusal_on_unless_it_is_turned_off_explicitly(tmp_path):
+    from safealign.cli import compose
+    from safealign.settings import parse_eval
+    from tests.test_judges import REPO, _heavy_modules_after
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "hi", "label": "safe"}\n', encoding="utf-8")
+    assert not parse_eval(compose("dpo").eval).refusal.enabled
+    assert parse_eval(compose("dpo", [f"eval.refusal.path={path}"]).eval).refusal.enabled
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "label": "maybe"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"eval.refusal.path: .*bad.jsonl, line 1, column 'label'"):
+        parse_eval(compose("dpo", [f"eval.refusal.path={bad}"]).eval)  # read now, not ignored
+    gens = tmp_path / "g.jsonl"
+    gens.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    args = [f"generations={gens}", f"eval.refusal.path={path}", "eval.refusal.enabled=false",
+            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    out, heavy = _heavy_modules_after(args, REPO)
+    assert heavy == [] and out.stderr.strip().splitlines() == [
+        f"safealign: error: eval.refusal.path={path} names a refusal prompt file, but eval.refusal.enabled=false "
+        "turns refusal off; set eval.refusal.enabled=true to measure refusal on it, or drop eval.refusal.path"
+    ]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["judge.log"]  # Hydra's own log, empty
