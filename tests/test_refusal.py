@@ -267,4 +267,4 @@ def test_a_prompt_file_turns_refusal_on_unless_it_is_turned_off_explicitly(tmp_p
         f"safealign: error: eval.refusal.path={path} names a refusal prompt file, but eval.refusal.enabled=false "
         "turns refusal off; set eval.refusal.enabled=true to measure refusal on it, or drop eval.refusal.path"
     ]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["judge.log"]  # Hydra's own log, empty
+    assert not any((tmp_path / "run").iterdir())  # nothing written

@@ -193,9 +193,9 @@ def claim(settings: JudgeSettings, out: Path, cfg: Any = None) -> Iterator[None]
         try:
             stack.enter_context(run_dir.lock())
         except OSError as err:  # a read-only or unwritable directory: before anything is judged
-            raise RunDirError(
-                f"hydra.run.dir={out}: cannot write there ({err.strerror or err}); choose another hydra.run.dir"
-            ) from err
+            raise RunDirError(  # worded as RunDir.check_writable words it
+                f"{out}: cannot write into it ({err.strerror or type(err).__name__}); choose another hydra.run.dir"
+            ) from None
         found = [name for name in (SUMMARY, JUDGED) if (out / name).exists()]
         if found and not settings.overwrite:
             what = "a finished judging" if SUMMARY in found else "an unfinished judging"
