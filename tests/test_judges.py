@@ -258,16 +258,18 @@ def test_input_columns_named_like_verdicts_are_kept_but_never_counted(tmp_path):
     assert judged[0]["input_reward"] == 5.0 and judged[0]["input_refused"] == "no" and judged[0]["input_unsafe"]
     assert "reward" not in judged[0] and judged[0]["refused"] is False and judged[0]["unsafe"] is None
     assert judged[2]["input_cost"] == "high" and "cost" not in judged[2]
-    clash = _write(tmp_path / "clash.jsonl", [ROWS[0], {**ROWS[1], "reward": 1, "input_reward": 2}])
-    with pytest.raises(DataError, match=r"clash.jsonl, line 2, column 'reward': .* 'input_reward' column too"):
-        read_generations(clash)
+    clash = _write(tmp_path / "clash.jsonl", [{**ROWS[1], "reward": 1, "input_reward": 2, "input_input_reward": 3}])
+    assert read_generations(clash)[0] == {**ROWS[1], "input_input_input_reward": 1, "input_reward": 2,
+                                          "input_input_reward": 3}  # fmt: skip
 
 
 def test_a_judged_file_can_be_judged_again(tmp_path):
-    judge_file(_settings(_write(tmp_path / "g.jsonl", ROWS)), tmp_path / "one")
+    rows = [{**r, "unsafe": "input"} for r in ROWS]
+    judge_file(_settings(_write(tmp_path / "g.jsonl", rows)), tmp_path / "one")
     summary = judge_file(_settings(tmp_path / "one" / "judged.jsonl"), tmp_path / "two")
     again = _judged(tmp_path / "two")
     assert [r["input_refused"] for r in again] == [r["refused"] for r in again] == [False, True, True, True]
+    assert [(r["input_input_unsafe"], r["input_unsafe"], r["unsafe"]) for r in again] == [(None, "input", None)] * 4
     assert summary["models"]["safe"]["n"] == 2
 
 

@@ -12,8 +12,8 @@ What the files hold, and the rules that keep them right:
   (`refused`, `unsafe`, and each configured judge's `reward`, `cost`, `reward_unsafe`, ...;
   `VERDICTS`). The numbers of judge_summary.json come from the verdicts alone: an input column
   with a verdict's name (a `reward` of another library's reward model, a judged.jsonl judged
-  again) is kept as `input_<name>` (`input_reward`), never read as a verdict. A row that has
-  both `reward` and `input_reward` is refused, naming the line.
+  again) is kept as `input_<name>` (`input_reward`), never read as a verdict; where the row
+  holds that name already (a judged.jsonl judged again), `input_input_<name>`, and so on.
 - Model groups: the `model` column, when present, must be a JSON string (a number, null or a
   list would group ambiguously: 1 and "1", null and "None"); the error names the line. Rows
   are grouped by that exact string. A file with no `model` column at all is one group,
@@ -101,25 +101,23 @@ def read_generations(path: Path) -> list[dict[str, Any]]:
                 f"{path}, line {first_without_model}: no 'model' column, but line {first_with_model} has one; "
                 "give every row a model (it groups the rows of judge_summary.json), or none"
             )
-        rows.append(_keep_input_columns(row, path, n))
+        rows.append(_keep_input_columns(row))
     if not rows:
         raise DataError(f"{path}: no rows; expected JSON Lines with prompt and response")
     return rows
 
 
-def _keep_input_columns(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
-    """`row` with each column named like a verdict renamed `input_<name>`, so it cannot count as one."""
+def _keep_input_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with each column named like a verdict renamed `input_<name>` (or `input_input_<name>`, ...,
+    the first name the row does not hold), so that it cannot count as a verdict."""
     if not any(k in row for k in VERDICTS):
         return row
     out: dict[str, Any] = {}
     for key, value in row.items():
         if key in VERDICTS:
             new = INPUT_PREFIX + key
-            if new in row:
-                raise DataError(
-                    f"{path}, line {n}, column '{key}': '{key}' is a verdict of recipes/judge.py, so the input's "
-                    f"value is kept as '{new}', but the row has a '{new}' column too; rename one of them"
-                )
+            while new in row:  # a judged file judged again: its input_<name> stays, its verdict moves on
+                new = INPUT_PREFIX + new
             out[new] = value
         else:
             out[key] = value
@@ -178,16 +176,19 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _check_not_an_output(generations: Path, out: Path) -> None:
+    for name in (JUDGED, SUMMARY):
+        if _same_file(generations, out / name):
+            raise RunDirError(
+                f"generations={generations} is the output file {name} of hydra.run.dir={out}; judging would "
+                "overwrite its input. Choose another hydra.run.dir"
+            )
+
+
 @contextlib.contextmanager
 def claim(settings: JudgeSettings, out: Path, cfg: Any = None) -> Iterator[None]:
     """Lock `out` and make it this judging's: refused when it holds one already (unless `overwrite`),
     then `.hydra/` written and the previous outputs removed. Nothing is written into `out` before the lock."""
-    for name in (JUDGED, SUMMARY):
-        if _same_file(settings.generations, out / name):
-            raise RunDirError(
-                f"generations={settings.generations} is the output file {name} of hydra.run.dir={out}; judging "
-                "would overwrite its input. Choose another hydra.run.dir"
-            )
     run_dir = RunDir(out)
     with contextlib.ExitStack() as stack:
         try:
@@ -215,6 +216,7 @@ def judge_file(settings: JudgeSettings, out_dir: str | Path, cfg: Any = None) ->
     then write judge_summary.json. `cfg`: the composed config, for `.hydra/` (under Hydra only)."""
     ev = settings.eval
     out = Path(out_dir)
+    _check_not_an_output(settings.generations, out)
     rows = read_generations(settings.generations)  # a data error writes nothing
     with claim(settings, out, cfg):
         judged: list[dict[str, Any]] = []
