@@ -313,6 +313,25 @@ def test_any_json_string_is_written_back_as_it_was_read(tmp_path):
     assert list(json.loads((tmp_path / "out" / "judge_summary.json").read_text())["models"]) == ["m\ud800", "m"]
 
 
+def test_a_judge_gets_text_its_tokenizer_can_take_and_its_verdicts_are_counted(tmp_path, monkeypatch):
+    import safealign.jobs.judge as job
+
+    seen = []
+
+    def fake_judge(judge, prompts, responses):
+        seen.extend([*prompts, *responses])
+        return [{"response": r, "reward": float(len(r)), "reward_unsafe": None, "unsafe": None} for r in responses]
+
+    monkeypatch.setattr(job, "any_judge", lambda judge: True)
+    monkeypatch.setattr(job, "judge_responses", fake_judge)
+    gens = _write(tmp_path / "g.jsonl", [{"prompt": "p\ud800", "response": "ab\udfff", "reward": 100.0}])
+    summary = judge_file(_settings(gens), tmp_path / "out")
+    assert seen == ["p\ufffd", "ab\ufffd"]  # a lone surrogate reaches the judge as U+FFFD
+    row = _judged(tmp_path / "out")[0]
+    assert (row["response"], row["reward"], row["input_reward"]) == ("ab\udfff", 3.0, 100.0)
+    assert summary["models"]["all"]["mean_reward"] == 3.0
+
+
 def test_a_crash_late_in_judging_keeps_the_judged_chunks_and_a_rerun_does_not_duplicate_them(tmp_path, monkeypatch):
     import safealign.jobs.judge as job
 

@@ -111,6 +111,7 @@ def test_jsonl_without_type_uses_the_label_as_type(tmp_path):
         ("p.jsonl", '{"prompt": "a"}\n', "line 1, column 'label': missing"),
         ("p.jsonl", '["a", "safe"]\n', "line 1: expected a JSON object"),
         ("p.jsonl", "\n", "no prompts"),
+        ("p.jsonl", '{"prompt": "a\\ud800", "label": "safe"}\n', r"line 1, column 'prompt': holds a lone surrogate"),
     ],
 )
 def test_bad_prompt_files_name_the_file_row_and_column(tmp_path, name, text, expected):

@@ -213,6 +213,13 @@ def load_refusal_prompts(path: str | Path | None, max_prompts: int | None = None
             for column in ("prompt", "label"):
                 if not isinstance(row.get(column), str) or not row[column].strip():
                     raise DataError(f"{where}, column '{column}': missing or empty; expected text")
+                try:
+                    row[column].encode("utf-8")
+                except UnicodeEncodeError as err:  # "\ud800" in JSON: no tokenizer can take it
+                    bad = row[column][err.start]
+                    raise DataError(
+                        f"{where}, column '{column}': holds a lone surrogate ({bad!r}), not text; fix the escape"
+                    ) from None
             label = row["label"].strip().lower()
             if label not in LABELS:
                 raise DataError(f"{where}, column 'label': expected safe or unsafe, got {row['label']!r}")

@@ -102,7 +102,9 @@ class RefusalConfig:
     """Refusal and over-refusal on a labelled prompt set (`safealign.evaluation.refusal`).
 
     `path`: a CSV or JSON Lines file with the columns prompt, label (safe/unsafe) and optional
-    type, e.g. XSTest's xstest_prompts.csv; null: the shipped set. `max_new_tokens` null: the
+    type, e.g. XSTest's xstest_prompts.csv; null: the shipped set. Giving a path turns refusal
+    on (`enabled` left at its default); with `eval.refusal.enabled=false` on the same command
+    line it is an error. `max_new_tokens` null: the
     `eval.generation` value (a refusal shows in the opening words, so fewer tokens suffice).
     """
 
