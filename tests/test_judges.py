@@ -411,3 +411,19 @@ def test_judging_takes_no_refusal_prompt_set(tmp_path):
     prompts.write_text('{"prompt": "hi", "label": "safe"}\n')
     with pytest.raises(ConfigError, match=r"eval.refusal: recipes/judge.py .* drop them"):
         _settings(_write(tmp_path / "g.jsonl", ROWS), f"eval.refusal.path={prompts}")
+
+
+@pytest.mark.integration
+def test_a_real_judge_judges_chunk_by_chunk_as_it_judges_all_at_once(random_classifier, tmp_path):
+    tokenizer, model = random_classifier
+    model.save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    gens = _write(tmp_path / "g.jsonl", [*ROWS, {**ROWS[0], "response": "odd \ud800", "cost": "input"}])
+    cost = [f"eval.judge.cost.path={tmp_path / 'judge'}", "eval.judge.cost.template='{prompt} {response}'",
+            "eval.judge.cost.unsafe_above=0", "eval.judge.quant=none"]  # fmt: skip
+    whole = judge_file(_settings(gens, *cost), tmp_path / "whole")
+    chunked = judge_file(_settings(gens, *cost, "chunk=2"), tmp_path / "chunked")
+    assert whole == chunked and whole["models"]["base"]["judged"] == 3
+    rows = _judged(tmp_path / "chunked")
+    assert rows == _judged(tmp_path / "whole") and rows[4]["input_cost"] == "input"
+    assert all(isinstance(r["cost"], float) and r["unsafe"] == (r["cost"] > 0) for r in rows)
