@@ -20,9 +20,11 @@ What the files hold, and the rules that keep them right:
   labelled `all`; a file where only some rows have one is refused, naming the first line
   without it (its rows would need a label that could collide with a model's name).
 - Rows are judged `chunk` at a time and each judged chunk is appended to judged.jsonl at
-  once, so a crash late in judging keeps the rows judged before it; judge_summary.json is
-  written last, and marks a finished judging. Any string JSON can hold is written (a lone
-  surrogate, `"\\ud800"`, is written escaped).
+  once, so a crash late in judging keeps the rows judged before it (each chunk loads the
+  judges again, one at a time as `judge_responses` does: `chunk` trades load time against the
+  work a crash can lose); judge_summary.json is written last, and marks a finished judging.
+  Any string JSON can hold is written (a lone surrogate, `"\\ud800"`, is written escaped; a
+  judge's tokenizer gets U+FFFD in its place).
 - The output directory is claimed as training claims its run directory: locked (`.lock`)
   while in use; one that already holds judged.jsonl or judge_summary.json (a finished or
   crashed judging) is refused unless `overwrite=true`, which removes both first; `.hydra/`
