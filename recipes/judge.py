@@ -4,9 +4,12 @@
     python recipes/judge.py generations=FILE eval/judge=beaver-7b-unified
     python recipes/judge.py generations=FILE eval.judge.cost.path=MODEL hydra.run.dir=DIR
 
-FILE is JSON Lines with `prompt` and `response` (and optionally `model`, which groups rows).
-Writes DIR/judged.jsonl (every row with `refused`, each judge's score or verdict, `unsafe`) and
+FILE is JSON Lines with `prompt` and `response` (and optionally `model`, a name in quotes, in
+every row or none: it groups rows). Writes DIR/judged.jsonl (every row with `refused`, each
+judge's score or verdict, `unsafe`; an input column with one of those names is kept as
+`input_<name>`), appended `chunk` rows at a time as they are judged, then
 DIR/judge_summary.json (per model: harmless rate, refusal rate, mean reward and cost, 95% CIs).
+A DIR that already holds them is refused unless `overwrite=true`.
 The job itself: src/safealign/jobs/judge.py.
 """
 

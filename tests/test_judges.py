@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from safealign.cli import compose
-from safealign.errors import ConfigError, DataError
+from safealign.errors import ConfigError, DataError, RunDirError
 from safealign.evaluation.judges import _pooling_pad_id, classifier_scores
 from safealign.jobs.judge import judge_file, read_generations
 from safealign.settings import parse_eval
@@ -233,3 +233,197 @@ def test_the_recipe_judges_refusal_offline_without_torch_and_prints_what_it_wrot
     assert (tmp_path / "run" / "judge_summary.json").is_file()
     out, heavy = _heavy_modules_after([f"generations={gens}", "eval.judge.cost.append_eos=maybe"], REPO)
     assert heavy == [] and "safealign: error: eval.judge.cost.append_eos" in out.stderr
+
+
+# --- judged.jsonl and judge_summary.json: verdicts only, exact groups, any string, work kept ----
+
+
+def _judged(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "judged.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _settings(gens: Path, *overrides: str):
+    return parse_judge(compose("judge", [f"generations={gens}", "resamples=20", *overrides]))
+
+
+def test_input_columns_named_like_verdicts_are_kept_but_never_counted(tmp_path):
+    rows = [{**r, "reward": 5.0, "refused": "no", "unsafe": True} for r in ROWS[:2]]
+    rows += [{**ROWS[2], "cost": "high"}, dict(ROWS[3])]  # partial and non-numeric columns
+    summary = judge_file(_settings(_write(tmp_path / "g.jsonl", rows)), tmp_path / "out")
+    base, safe = summary["models"]["base"], summary["models"]["safe"]
+    assert "mean_reward" not in base and "mean_cost" not in safe  # no judge: no reward, no cost
+    assert base["harmless_rate"] is None and base["judged"] == 0  # the input's `unsafe` is no verdict
+    assert base["refusal_rate"] == 0.5  # the classifier's, not the input's "no"
+    judged = _judged(tmp_path / "out")
+    assert judged[0]["input_reward"] == 5.0 and judged[0]["input_refused"] == "no" and judged[0]["input_unsafe"]
+    assert "reward" not in judged[0] and judged[0]["refused"] is False and judged[0]["unsafe"] is None
+    assert judged[2]["input_cost"] == "high" and "cost" not in judged[2]
+    clash = _write(tmp_path / "clash.jsonl", [{**ROWS[1], "reward": 1, "input_reward": 2, "input_input_reward": 3}])
+    assert read_generations(clash)[0] == {**ROWS[1], "input_input_input_reward": 1, "input_reward": 2,
+                                          "input_input_reward": 3}  # fmt: skip
+
+
+def test_a_judged_file_can_be_judged_again(tmp_path):
+    rows = [{**r, "unsafe": "input"} for r in ROWS]
+    judge_file(_settings(_write(tmp_path / "g.jsonl", rows)), tmp_path / "one")
+    summary = judge_file(_settings(tmp_path / "one" / "judged.jsonl"), tmp_path / "two")
+    again = _judged(tmp_path / "two")
+    assert [r["input_refused"] for r in again] == [r["refused"] for r in again] == [False, True, True, True]
+    assert [(r["input_input_unsafe"], r["input_unsafe"], r["unsafe"]) for r in again] == [(None, "input", None)] * 4
+    assert summary["models"]["safe"]["n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ([None, "None"], r"line 1, column 'model': expected a model name as a JSON string, got null"),
+        (["1", 1], r"line 2, column 'model': expected a model name as a JSON string, got 1"),
+        (["a", ["a"]], r"line 2, column 'model': .* got \[\"a\"\]"),
+        (["all", "MISSING"], r"line 2: no 'model' column, but line 1 has one"),
+        (["MISSING", "all"], r"line 1: no 'model' column, but line 2 has one"),
+    ],
+)
+def test_model_groups_are_never_merged(tmp_path, models, expected):
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in ROWS[:2]]
+    rows = [r if m == "MISSING" else {**r, "model": m} for r, m in zip(rows, models, strict=True)]
+    gens = _write(tmp_path / "g.jsonl", rows)
+    with pytest.raises(DataError, match=expected):
+        judge_file(_settings(gens), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # a data error writes nothing
+
+
+def test_models_group_by_their_exact_names(tmp_path):
+    rows = [{**r, "model": m} for r, m in zip(ROWS, ["None", "1", "1 ", "None"], strict=True)]
+    summary = judge_file(_settings(_write(tmp_path / "g.jsonl", rows)), tmp_path / "out")
+    assert {k: v["n"] for k, v in summary["models"].items()} == {"None": 2, "1": 1, "1 ": 1}
+
+
+def test_any_json_string_is_written_back_as_it_was_read(tmp_path):
+    gens = tmp_path / "g.jsonl"
+    gens.write_text(
+        '{"prompt": "p\\ud800", "response": "I cannot \\udfff do that", "model": "m\\ud800"}\n'
+        '{"prompt": "caf\u00e9", "response": "ok \U0001f600", "model": "m"}\n',
+        encoding="utf-8",
+    )
+    summary = judge_file(_settings(gens), tmp_path / "out")
+    judged = _judged(tmp_path / "out")
+    assert [r["response"] for r in judged] == ["I cannot \udfff do that", "ok \U0001f600"]
+    assert judged[0]["refused"] is True and judged[0]["prompt"] == "p\ud800"
+    assert list(summary["models"]) == ["m\ud800", "m"]
+    assert list(json.loads((tmp_path / "out" / "judge_summary.json").read_text())["models"]) == ["m\ud800", "m"]
+
+
+def test_a_judge_gets_text_its_tokenizer_can_take_and_its_verdicts_are_counted(tmp_path, monkeypatch):
+    import safealign.jobs.judge as job
+
+    seen = []
+
+    def fake_judge(judge, prompts, responses):
+        seen.extend([*prompts, *responses])
+        return [{"response": r, "reward": float(len(r)), "reward_unsafe": None, "unsafe": None} for r in responses]
+
+    monkeypatch.setattr(job, "any_judge", lambda judge: True)
+    monkeypatch.setattr(job, "judge_responses", fake_judge)
+    gens = _write(tmp_path / "g.jsonl", [{"prompt": "p\ud800", "response": "ab\udfff", "reward": 100.0}])
+    summary = judge_file(_settings(gens), tmp_path / "out")
+    assert seen == ["p\ufffd", "ab\ufffd"]  # a lone surrogate reaches the judge as U+FFFD
+    row = _judged(tmp_path / "out")[0]
+    assert (row["response"], row["reward"], row["input_reward"]) == ("ab\udfff", 3.0, 100.0)
+    assert summary["models"]["all"]["mean_reward"] == 3.0
+
+
+def test_a_crash_late_in_judging_keeps_the_judged_chunks_and_a_rerun_does_not_duplicate_them(tmp_path, monkeypatch):
+    import safealign.jobs.judge as job
+
+    gens = _write(tmp_path / "g.jsonl", ROWS)
+    calls = []
+
+    def failing(text):
+        calls.append(text)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return False
+
+    monkeypatch.setattr(job, "is_refusal", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        judge_file(_settings(gens, "chunk=2"), tmp_path / "out")
+    assert [r["response"] for r in _judged(tmp_path / "out")] == [r["response"] for r in ROWS[:2]]
+    assert not (tmp_path / "out" / "judge_summary.json").exists() and not (tmp_path / "out" / ".lock").exists()
+    monkeypatch.undo()
+    with pytest.raises(RunDirError, match=r"holds an unfinished judging \(judged.jsonl\); .* overwrite=true"):
+        judge_file(_settings(gens), tmp_path / "out")
+    assert len(_judged(tmp_path / "out")) == 2
+    judge_file(_settings(gens, "overwrite=true", "chunk=3"), tmp_path / "out")
+    assert [r["response"] for r in _judged(tmp_path / "out")] == [r["response"] for r in ROWS]
+    with pytest.raises(RunDirError, match=r"holds a finished judging \(judge_summary.json, judged.jsonl\)"):
+        judge_file(_settings(gens), tmp_path / "out")
+
+
+def test_the_input_file_is_never_an_output_file(tmp_path):
+    gens = _write(tmp_path / "judged.jsonl", ROWS)
+    with pytest.raises(RunDirError, match=r"is the output file judged.jsonl of hydra.run.dir=.*; .*another hydra"):
+        judge_file(_settings(gens, "overwrite=true"), tmp_path)
+    assert len(_judged(tmp_path)) == 4
+    (tmp_path / "beside").mkdir()
+    gens = _write(tmp_path / "beside" / "gens.jsonl", ROWS)  # beside the outputs is fine
+    assert judge_file(_settings(gens), tmp_path / "beside")["models"]["base"]["n"] == 2
+
+
+def test_an_unwritable_output_directory_is_one_error_before_any_judging(tmp_path, monkeypatch):
+    import safealign.jobs.judge as job
+
+    monkeypatch.setattr(job, "judge_rows", lambda *a: pytest.fail("judged before the directory was claimed"))
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(RunDirError, match=r"file/out: cannot write into it \(.*\); choose another hydra.run.dir"):
+        judge_file(_settings(_write(tmp_path / "g.jsonl", ROWS)), tmp_path / "file" / "out")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("os.open", read_only)  # what a read-only directory answers, even to root
+    with pytest.raises(RunDirError, match=r"ro: cannot write into it \(Permission denied\); choose another"):
+        judge_file(_settings(tmp_path / "g.jsonl"), tmp_path / "ro")
+    assert not any(p.is_file() for p in (tmp_path / "ro").rglob("*"))
+
+
+def test_a_refused_rerun_leaves_a_finished_directory_and_its_hydra_record_as_they_were(tmp_path):
+    gens = _write(tmp_path / "gens.jsonl", ROWS)
+    run = tmp_path / "run"
+    first = [f"generations={gens}", f"hydra.run.dir={run}", "resamples=20"]
+    out, _ = _heavy_modules_after(first, REPO)
+    assert (run / "judge_summary.json").is_file(), out.stderr[-2000:]
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert sorted(p.name for p in files) == ["config.yaml", "hydra.yaml", "judge_summary.json", "judged.jsonl",
+                                             "overrides.yaml"]  # fmt: skip
+    assert "- resamples=20\n" in (run / ".hydra" / "overrides.yaml").read_text()
+    out, _ = _heavy_modules_after([*first[:2], "resamples=30"], REPO)
+    assert out.stderr.strip().splitlines()[-1].startswith("safealign: error: ") and "Traceback" not in out.stderr
+    assert "holds a finished judging" in out.stderr and "overwrite=true" in out.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    out, _ = _heavy_modules_after([*first[:2], "resamples=30", "overwrite=true"], REPO)
+    assert "- resamples=30\n" in (run / ".hydra" / "overrides.yaml").read_text(), out.stderr[-2000:]
+    assert json.loads((run / "judge_summary.json").read_text())["ci"]["resamples"] == 30
+    assert len(_judged(run)) == 4
+
+
+def test_judging_takes_no_refusal_prompt_set(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi", "label": "safe"}\n')
+    with pytest.raises(ConfigError, match=r"eval.refusal: recipes/judge.py .* drop them"):
+        _settings(_write(tmp_path / "g.jsonl", ROWS), f"eval.refusal.path={prompts}")
+
+
+@pytest.mark.integration
+def test_a_real_judge_judges_chunk_by_chunk_as_it_judges_all_at_once(random_classifier, tmp_path):
+    tokenizer, model = random_classifier
+    model.save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    gens = _write(tmp_path / "g.jsonl", [*ROWS, {**ROWS[0], "response": "odd \ud800", "cost": "input"}])
+    cost = [f"eval.judge.cost.path={tmp_path / 'judge'}", "eval.judge.cost.template='{prompt} {response}'",
+            "eval.judge.cost.unsafe_above=0", "eval.judge.quant=none"]  # fmt: skip
+    whole = judge_file(_settings(gens, *cost), tmp_path / "whole")
+    chunked = judge_file(_settings(gens, *cost, "chunk=2"), tmp_path / "chunked")
+    assert whole == chunked and whole["models"]["base"]["judged"] == 3
+    rows = _judged(tmp_path / "chunked")
+    assert rows == _judged(tmp_path / "whole") and rows[4]["input_cost"] == "input"
+    assert all(isinstance(r["cost"], float) and r["unsafe"] == (r["cost"] > 0) for r in rows)

@@ -105,12 +105,13 @@ def test_jsonl_without_type_uses_the_label_as_type(tmp_path):
     ("name", "text", "expected"),
     [
         ("p.csv", "id,prompt,type\n1,hi,x\n", "no 'label' column"),
-        ("p.csv", "prompt,label\nhi,safe\nho,harmful\n", "row 2, column 'label': expected safe or unsafe"),
-        ("p.csv", "prompt,label\n,safe\n", "row 1, column 'prompt': missing or empty"),
+        ("p.csv", "prompt,label\nhi,safe\nho,harmful\n", r"row 2 \(line 3\), column 'label': expected safe or unsafe"),
+        ("p.csv", "prompt,label\n,safe\n", r"row 1 \(line 2\), column 'prompt': missing or empty"),
         ("p.jsonl", '{"prompt": "a", "label": "safe"}\n{"prompt": "b"\n', "line 2: not valid JSON"),
         ("p.jsonl", '{"prompt": "a"}\n', "line 1, column 'label': missing"),
         ("p.jsonl", '["a", "safe"]\n', "line 1: expected a JSON object"),
         ("p.jsonl", "\n", "no prompts"),
+        ("p.jsonl", '{"prompt": "a\\ud800", "label": "safe"}\n', r"line 1, column 'prompt': holds a lone surrogate"),
     ],
 )
 def test_bad_prompt_files_name_the_file_row_and_column(tmp_path, name, text, expected):
@@ -172,7 +173,7 @@ def test_refusal_settings_are_checked_and_the_file_is_read_before_any_model(tmp_
         parse_eval(compose("dpo", ["eval.refusal.max_prompts=0"]).eval)
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,label\nhi,maybe\n")
-    with pytest.raises(ConfigError, match=r"eval.refusal.path: .*bad.csv, row 1, column 'label'"):
+    with pytest.raises(ConfigError, match=r"eval.refusal.path: .*bad.csv, row 1 \(line 2\), column 'label'"):
         parse_eval(compose("dpo", [f"eval.refusal.path={bad}", "eval.refusal.enabled=true"]).eval)
 
 
@@ -208,3 +209,63 @@ def test_a_run_reports_refusal_for_policy_and_reference_with_a_judges_verdict(tm
         assert m["judge_unsafe_rate_safe_prompts"] in (1.0, None) and m["judged"] == 6
         assert sum(t["safe_prompts"] + t["unsafe_prompts"] for t in m["by_type"].values()) == 6
     assert json.loads((run / "eval.json").read_text())["refusal"] == json.loads(json.dumps(block))
+
+
+# --- prompt files as spreadsheets and editors write them ----------------------------------------
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    csv_path, jsonl_path = tmp_path / "p.csv", tmp_path / "p.jsonl"
+    csv_path.write_text("\ufeffprompt,label\nhi,safe\n", encoding="utf-8")  # as Excel saves "CSV UTF-8"
+    jsonl_path.write_text('\ufeff{"prompt": "hi", "label": "safe"}\n', encoding="utf-8")
+    for path in (csv_path, jsonl_path):
+        assert load_refusal_prompts(path) == [RefusalPrompt("hi", "safe", "safe")]
+
+
+def test_csv_errors_count_records_not_lines_when_cells_hold_newlines(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text('prompt,label\n"one\ntwo\nthree",safe\n\n"a\nb",unsafe\nho,harmful\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"p.csv, row 3 \(line 8\), column 'label': expected safe or unsafe"):
+        load_refusal_prompts(path)
+    path.write_text('prompt,label\n"one\ntwo",safe\n"a\nb",unsafe\n', encoding="utf-8")
+    assert [p.prompt for p in load_refusal_prompts(path)] == ["one\ntwo", "a\nb"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("p.csv", "prompt,label,prompt\nhi,safe,ho\n", r"p.csv: the column 'prompt' appears twice .*columns 1 and 3"),
+        ("p.csv", "id,prompt,label,type,type\n1,hi,safe,a,b\n", r"the column 'type' appears twice"),
+        ("p.jsonl", '{"prompt": "a", "label": "safe", "label": "unsafe"}\n', r"line 1: the key 'label' appears twice"),
+    ],
+)
+def test_a_duplicated_column_is_an_error_naming_it(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=expected):
+        load_refusal_prompts(path)
+
+
+def test_a_prompt_file_turns_refusal_on_unless_it_is_turned_off_explicitly(tmp_path):
+    from safealign.cli import compose
+    from safealign.settings import parse_eval
+    from tests.test_judges import REPO, _heavy_modules_after
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "hi", "label": "safe"}\n', encoding="utf-8")
+    assert not parse_eval(compose("dpo").eval).refusal.enabled
+    assert parse_eval(compose("dpo", [f"eval.refusal.path={path}"]).eval).refusal.enabled
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "label": "maybe"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"eval.refusal.path: .*bad.jsonl, line 1, column 'label'"):
+        parse_eval(compose("dpo", [f"eval.refusal.path={bad}"]).eval)  # read now, not ignored
+    gens = tmp_path / "g.jsonl"
+    gens.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    args = [f"generations={gens}", f"eval.refusal.path={path}", "eval.refusal.enabled=false",
+            f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    out, heavy = _heavy_modules_after(args, REPO)
+    assert heavy == [] and out.stderr.strip().splitlines() == [
+        f"safealign: error: eval.refusal.path={path} names a refusal prompt file, but eval.refusal.enabled=false "
+        "turns refusal off; set eval.refusal.enabled=true to measure refusal on it, or drop eval.refusal.path"
+    ]
+    assert not any((tmp_path / "run").iterdir())  # nothing written

@@ -124,3 +124,32 @@ def remove(path: str | Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """`obj` as JSON, readable UTF-8 where it can be: a string Python holds but UTF-8 cannot encode (a
+    lone surrogate such as "\\ud800", which `json.loads` accepts) makes the whole text ASCII-escaped,
+    which is still the same JSON value, instead of failing the write."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, indent=indent, ensure_ascii=True, default=str)
+    return text
+
+
+def append_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append `rows` to a JSON Lines file (created if missing) in one write, flushed to disk.
+
+    For results written as they are produced, so that a crash keeps what was already done
+    (not atomic: a crash during the write itself can leave its last line cut short). Each row
+    is one line of `json_text`, so any string Python holds can be written.
+    """
+    data = "".join(json_text(r) + "\n" for r in rows).encode("utf-8")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)  # the umask applies, as for open()
+    with os.fdopen(fd, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

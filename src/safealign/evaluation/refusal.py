@@ -120,39 +120,84 @@ class RefusalPrompt:
 
 
 def _rows(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
-    """(where, row) of a CSV or JSON Lines file; `where` names the row for errors."""
+    """(where, row) of a CSV or JSON Lines file; `where` names the row for errors.
+
+    A CSV row is named by its record number after the header (`row 1` is the first prompt,
+    however many lines its quoted cells span) and the line it starts on, as a text editor
+    numbers lines: `FILE, row 3 (line 5)`. A JSON Lines row is named by its line. A UTF-8 byte
+    order mark (as Excel writes) is skipped.
+    """
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for name in ("prompt", "label"):
-                if name not in (reader.fieldnames or []):
-                    raise DataError(
-                        f"{path}: no '{name}' column (columns: {', '.join(reader.fieldnames or []) or 'none'}); "
-                        "a refusal prompt file needs the columns prompt and label (safe/unsafe), and optionally type"
-                    )
-            for row in reader:
-                yield f"{path}, row {reader.line_num - 1}", row
+        yield from _csv_rows(path)
         return
     for n, row in json_objects(path, "prompt and label"):
         yield f"{path}, line {n}", row
 
 
+def _csv_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header: list[str] = []
+        for header in reader:
+            if header:
+                break
+        for i, name in enumerate(header):
+            if name in header[:i]:
+                raise DataError(
+                    f"{path}: the column '{name}' appears twice in the header (columns {header.index(name) + 1} and "
+                    f"{i + 1}); give each column its own name"
+                )
+        for name in ("prompt", "label"):
+            if name not in header:
+                raise DataError(
+                    f"{path}: no '{name}' column (columns: {', '.join(header) or 'none'}); "
+                    "a refusal prompt file needs the columns prompt and label (safe/unsafe), and optionally type"
+                )
+        record, end = 0, reader.line_num
+        for values in reader:
+            start, end = end + 1, reader.line_num
+            if not values:  # a blank line
+                continue
+            record += 1
+            yield f"{path}, row {record} (line {start})", {k: (values[i] if i < len(values) else None)
+                                                         for i, k in enumerate(header)}  # fmt: skip
+
+
 def json_objects(path: Path, columns: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line of a JSON Lines file; errors name the file and line.
 
-    `columns` says what each object should hold, for the error a non-object line gets.
+    `columns` says what each object should hold, for the error a non-object line gets. A UTF-8
+    byte order mark is skipped; an object that repeats a key is an error naming it (JSON
+    parsers disagree on which value wins).
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as err:
+                raise DataError(
+                    f"{path}, line {n}: the key '{err.args[0]}' appears twice in one object; give each column once"
+                ) from None
             except ValueError as err:
                 raise DataError(f"{path}, line {n}: not valid JSON ({err}); expected one JSON object a line") from err
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {n}: expected a JSON object with {columns}, got {row!r:.80}")
             yield n, row
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def load_refusal_prompts(path: str | Path | None, max_prompts: int | None = None, seed: int = 0) -> list[RefusalPrompt]:
@@ -168,6 +213,13 @@ def load_refusal_prompts(path: str | Path | None, max_prompts: int | None = None
             for column in ("prompt", "label"):
                 if not isinstance(row.get(column), str) or not row[column].strip():
                     raise DataError(f"{where}, column '{column}': missing or empty; expected text")
+                try:
+                    row[column].encode("utf-8")
+                except UnicodeEncodeError as err:  # "\ud800" in JSON: no tokenizer can take it
+                    bad = row[column][err.start]
+                    raise DataError(
+                        f"{where}, column '{column}': holds a lone surrogate ({bad!r}), not text; fix the escape"
+                    ) from None
             label = row["label"].strip().lower()
             if label not in LABELS:
                 raise DataError(f"{where}, column 'label': expected safe or unsafe, got {row['label']!r}")

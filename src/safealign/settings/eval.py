@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from ..errors import ConfigError
 from .data import ON_INVALID, parse_data
 from .typed import choice, existing_path, positive_int, typed
+
+log = logging.getLogger("safealign")
 
 QUANT_METHODS = ("nf4", "int8", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -99,7 +102,9 @@ class RefusalConfig:
     """Refusal and over-refusal on a labelled prompt set (`safealign.evaluation.refusal`).
 
     `path`: a CSV or JSON Lines file with the columns prompt, label (safe/unsafe) and optional
-    type, e.g. XSTest's xstest_prompts.csv; null: the shipped set. `max_new_tokens` null: the
+    type, e.g. XSTest's xstest_prompts.csv; null: the shipped set. Giving a path turns refusal
+    on (`enabled` left at its default); with `eval.refusal.enabled=false` on the same command
+    line it is an error. `max_new_tokens` null: the
     `eval.generation` value (a refusal shows in the opening words, so fewer tokens suffice).
     """
 
@@ -197,15 +202,38 @@ def _check_eval_values(ev: EvalSettings) -> None:
 
 
 def _check_refusal(cfg: RefusalConfig) -> None:
-    """The refusal keys, and the prompt file itself (read now: a bad row must not wait for a model load)."""
+    """The refusal keys, and the prompt file itself (read now: a bad row must not wait for a model load).
+
+    A prompt file means "measure refusal on it": `eval.refusal.path=FILE` with `enabled` left at
+    its default turns refusal on; with `eval.refusal.enabled=false` given on the command line too,
+    the two contradict each other, which is an error.
+    """
     from ..errors import DataError
     from ..evaluation.refusal import load_refusal_prompts
 
     positive_int(cfg.max_prompts, "eval.refusal.max_prompts", allow_none=True)
     positive_int(cfg.max_new_tokens, "eval.refusal.max_new_tokens", allow_none=True)
     existing_path(cfg.path, "eval.refusal.path")
+    if cfg.path and not cfg.enabled:
+        if _given_on_command_line("eval.refusal.enabled"):
+            raise ConfigError(
+                f"eval.refusal.path={cfg.path} names a refusal prompt file, but eval.refusal.enabled=false turns "
+                "refusal off; set eval.refusal.enabled=true to measure refusal on it, or drop eval.refusal.path"
+            )
+        log.info("eval.refusal.path=%s: measuring refusal on it (eval.refusal.enabled=true)", cfg.path)
+        cfg.enabled = True
     if cfg.enabled and cfg.path:
         try:
             load_refusal_prompts(cfg.path)
         except DataError as err:
             raise ConfigError(f"eval.refusal.path: {err}") from err
+
+
+def _given_on_command_line(key: str) -> bool:
+    """Whether the running Hydra job's command line sets `key` (False outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    overrides = HydraConfig.get().overrides.task
+    return any(str(o).split("=", 1)[0].lstrip("+~") == key for o in overrides)

@@ -18,6 +18,8 @@ class JudgeSettings:
     generations: Path
     resamples: int
     eval: EvalSettings
+    overwrite: bool = False  # replace a directory's judged.jsonl and judge_summary.json
+    chunk: int = 1000  # rows judged, then appended to judged.jsonl, at a time
 
 
 def parse_judge(cfg: Any) -> JudgeSettings:
@@ -28,4 +30,16 @@ def parse_judge(cfg: Any) -> JudgeSettings:
     if not path.is_file():
         raise ConfigError(f"generations: no such file '{cfg.generations}'; expected a JSON Lines file")
     positive_int(cfg.get("resamples"), "resamples")
-    return JudgeSettings(path, cfg.resamples, parse_eval(cfg.get("eval")))
+    overwrite = cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite: expected true or false, got {overwrite!r}")
+    chunk = cfg.get("chunk", 1000)
+    positive_int(chunk, "chunk")
+    ev = parse_eval(cfg.get("eval"))
+    if ev.refusal.enabled:
+        raise ConfigError(
+            "eval.refusal: recipes/judge.py measures refusal on the responses of generations=FILE and generates "
+            "none for a refusal prompt set, so eval.refusal.enabled and eval.refusal.path do not apply to it; drop "
+            "them (recipes/evaluate.py measures refusal on a prompt set)"
+        )
+    return JudgeSettings(path, cfg.resamples, ev, overwrite, chunk)
