@@ -229,3 +229,26 @@ def test_bare_tiny_adapter_is_checked_against_its_base_config(tmp_path):
         parse_train(compose("dpo", [f"model.adapter={adapter}"]))
     same = ["model.tiny.num_attention_heads=8", "model.tiny.num_key_value_heads=8"]
     assert parse_train(compose("dpo", [f"model.adapter={adapter}", *same])).model.adapter == str(adapter)
+
+
+@pytest.mark.integration
+def test_real_tiny_adapter_of_another_size_is_a_config_error(tmp_path):
+    """PEFT's own adapter file, read by its header: another model.tiny size is a ConfigError naming both sizes,
+    before any weights load (not a state-dict traceback); the same sizes pass."""
+    from tests.runs import fake_run
+
+    adapter = fake_run(tmp_path / "run") / "adapter"  # a bare adapter directory: no config.yaml beside it
+    assert parse_train(compose("dpo", [f"model.adapter={adapter}", "quant=none"])).model.adapter == str(adapter)
+    (tmp_path / "run" / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"tiny model with hidden_size 128 .*model\.tiny\.hidden_size is 64"):
+        parse_train(compose("dpo", [f"model.adapter={adapter}", "model.tiny.hidden_size=64"]))
+    with pytest.raises(ConfigError, match=r"intermediate_size 256 .*model\.tiny\.intermediate_size is 512"):
+        parse_train(compose("dpo", [f"model.adapter={adapter}", "model.tiny.intermediate_size=512"]))
+    # Without the base model directory, the adapter's weight shapes tell (q_proj/v_proj: hidden_size).
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone" / "tiny-llama-0123")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"hidden_size 128 \(adapter_model\.safetensors: .*self_attn\.[qv]_proj\.lora_"
+                                          r"[AB]\.weight has shape .*model\.tiny\.hidden_size is 64"):  # fmt: skip
+        parse_train(compose("dpo", [f"model.adapter={adapter}", "model.tiny.hidden_size=64"]))
+    assert parse_train(compose("dpo", [f"model.adapter={adapter}"])).model.adapter == str(adapter)
