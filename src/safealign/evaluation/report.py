@@ -107,7 +107,10 @@ def load_run(run_dir: str | Path) -> TrainSettings:
             f"run_dir={run_dir}: not a run directory (no config.yaml); expected {RUN_FILES}. "
             "For a sweep, pass the sweep directory or one of its numbered runs."
         )
-    saved = run.saved_config()
+    try:
+        saved = run.saved_config()
+    except Exception:  # yaml raises its own error types; saved_settings below says what is wrong
+        saved = None
     if isinstance(saved, dict) and is_sft_config(saved):
         raise EvaluationError(
             f"run_dir={run_dir}: that run is an SFT run (recipes/sft.py), which has no DPO β or reference to score "

@@ -21,11 +21,11 @@ from typing import Any
 
 from .. import io
 from ..errors import ConfigError
+from ..rundir import RunDir
 
 ADAPTER_CONFIG = "adapter_config.json"
 RUN_ADAPTER = "adapter"  # rundir.RunDir.ADAPTER: a training run's saved adapter
 RUN_CONFIG = "config.yaml"  # rundir.RunDir.CONFIG
-RUN_STATUS = "status.json"  # rundir.RunDir.STATUS
 # The model keys that decide the base weights, compared with the starting run's config.yaml.
 BASE_KEYS = ("name_or_path", "revision", "tiny", "tiny_vocab_size")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -87,8 +87,6 @@ def absolute(path: str) -> str:
 
 def _check_finished(key: str, run: Path) -> None:
     """A run directory's status is done. A directory without status.json (a bare or copied adapter) passes."""
-    from ..rundir import RunDir  # not at the top: rundir imports nothing of settings, but keep this module light
-
     state = RunDir(run).state()
     if state is not None and state != "done":
         error = (RunDir(run).status() or {}).get("error")
