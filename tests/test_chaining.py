@@ -126,3 +126,38 @@ def test_sacpo_chains_a_harmless_stage_on_a_helpful_one(tmp_path):
                           harmless / "adapter" / "ref" / "adapter_model.safetensors") == 0  # fmt: skip
     assert max_difference(helpful / "adapter" / "adapter_model.safetensors",
                           harmless / "adapter" / "adapter_model.safetensors") > 0  # fmt: skip
+
+
+@pytest.mark.integration
+def test_chained_run_evaluates_the_same_from_anywhere_and_without_its_start(tmp_path, monkeypatch):
+    """A relative model.adapter is saved absolute, and the chained run keeps TRL's copy of its starting adapter
+    (adapter/ref/), which its evaluation uses: evaluating it from another directory, where the same relative
+    path names another run, with the starting run deleted, gives the same numbers."""
+    import shutil
+
+    import yaml
+
+    from safealign.evaluation.report import evaluate_run
+    from safealign.settings import parse_eval
+    from tests.runs import fake_run
+
+    small = ["model=tiny", "quant=none", "data=sample", "train.gradient_accumulation_steps=1", "train.max_length=256",
+             "train.gradient_checkpointing=false", "train.max_steps=2", *FEW]  # fmt: skip
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    dpo(compose("dpo", ["objective=helpful", "train.learning_rate=5e-3", *small, *NO_EVAL]), project / "start")
+    chained = project / "chained"
+    dpo(compose("dpo", ["objective=harmless", "model.adapter=start", *small, *NO_EVAL]), chained)
+    assert yaml.safe_load((chained / "config.yaml").read_text())["model"]["adapter"] == str(project / "start")
+    assert max_difference(project / "start" / "adapter" / "adapter_model.safetensors",
+                          chained / "adapter" / "ref" / "adapter_model.safetensors") == 0  # fmt: skip
+    ev = parse_eval(compose("dpo", ["eval.max_pairs=24", "eval.bootstrap=20"]).eval)
+    before = evaluate_run(chained, ev)["dimensions"]
+
+    fake_run(elsewhere / "start", ["objective=helpful"], seed=3)  # what `start` names from there: another adapter
+    shutil.rmtree(project / "start")
+    monkeypatch.chdir(elsewhere)
+    after = evaluate_run(chained, ev)["dimensions"]
+    assert after == before
+    assert json.loads((chained / "eval.json").read_text())["dimensions"] == before

@@ -19,12 +19,13 @@ from ..objectives import Pair
 from ..pairs import Filters
 from ..rundir import RunDir
 from ..settings import EvalSettings, TrainSettings, fill_missing, parse_train
+from ..settings.runs import is_sft_config
 from .dimensions import build_dimensions, load_heldout
 from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
 from .metrics import dimension_metrics, pair_outcomes, side_metrics, win_rates
 from .refusal_run import REFUSALS, format_refusal, refusal_eval
-from .scoring import PolicyModels, load_policy, release_memory, score_units, tokenize_units
+from .scoring import PolicyModels, load_policy, own_reference, release_memory, score_units, tokenize_units
 from .trl_metrics import eval_metrics
 
 log = logging.getLogger("safealign.evaluation")
@@ -45,6 +46,8 @@ def saved_settings(run: RunDir) -> TrainSettings:
     from ..cli import compose
 
     saved = run.saved_config() or {}
+    if isinstance(saved.get("model"), dict) and saved["model"].get("adapter"):
+        saved["model"] = {**saved["model"], "adapter": reference_adapter(run, saved["model"]["adapter"])}
     try:
         overrides = [o for o in run.overrides() if not o.lstrip("+~").startswith("hydra")]
         defaults = OmegaConf.to_container(compose("dpo", overrides), resolve=True)
@@ -54,6 +57,31 @@ def saved_settings(run: RunDir) -> TrainSettings:
     if isinstance(saved.get("train"), dict) and saved["train"].get("bf16") is True:
         saved["train"]["bf16"] = "auto"  # trained in bf16 elsewhere: evaluate with what this device has
     return parse_train(OmegaConf.create(saved))
+
+
+def reference_adapter(run: RunDir, start: str) -> str:
+    """The reference of a run that started from `model.adapter=start`: the copy of that adapter the run
+    holds (`adapter/ref/`, TRL's frozen reference adapter, saved with the trained one), so that the run
+    evaluates the same wherever it is evaluated from, and whatever became of the starting run since.
+
+    A run from before that copy falls back to `start` itself, with a warning; a relative `start` (saved
+    by safealign before it recorded the absolute path) is taken relative to the directory training ran
+    in, where Hydra recorded it (`.hydra/hydra.yaml`), else to the current directory.
+    """
+    own = own_reference(run.path)
+    if own is not None:
+        return str(own)
+    path = Path(start).expanduser()
+    if not path.is_absolute():
+        try:
+            cwd = ((io.read_yaml(run / ".hydra" / "hydra.yaml") or {}).get("hydra") or {}).get("runtime", {}).get("cwd")
+        except Exception:  # no .hydra/ (a run of the Python API), or an unreadable one
+            cwd = None
+        path = Path(cwd or Path.cwd()) / path
+    log.warning("%s: no copy of its starting adapter in %s/ref/ (a run saved by an older safealign); its reference "
+                "is model.adapter=%s as that is now: if it changed since training, so do this run's numbers",
+                run, RunDir.ADAPTER, path)  # fmt: skip
+    return str(path)
 
 
 def load_run(run_dir: str | Path) -> TrainSettings:
@@ -78,6 +106,15 @@ def load_run(run_dir: str | Path) -> TrainSettings:
         raise EvaluationError(
             f"run_dir={run_dir}: not a run directory (no config.yaml); expected {RUN_FILES}. "
             "For a sweep, pass the sweep directory or one of its numbered runs."
+        )
+    try:
+        saved = run.saved_config()
+    except Exception:  # yaml raises its own error types; saved_settings below says what is wrong
+        saved = None
+    if isinstance(saved, dict) and is_sft_config(saved):
+        raise EvaluationError(
+            f"run_dir={run_dir}: that run is an SFT run (recipes/sft.py), which has no DPO β or reference to score "
+            f"the held-out pairs with; evaluate a DPO run, e.g. one of recipes/dpo.py model.adapter={run_dir}"
         )
     try:
         settings = saved_settings(run)

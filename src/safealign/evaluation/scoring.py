@@ -5,7 +5,9 @@ code (`tokenization.tokenize_pairs`, TRL's preprocessing batched, and TRL's pref
 is exactly the quantity training optimised. The reference is the policy with its adapter
 disabled (one copy in memory); with full fine-tuning it is the base model, loaded apart. A run
 that started from another run's adapter (`model.adapter`) was trained against that adapter's
-model, so there the reference is that adapter, loaded beside the trained one on the same base.
+model, so there the reference is that adapter, loaded beside the trained one on the same base:
+the copy the run holds (`RUN_DIR/adapter/ref/`, TRL's frozen reference adapter), so that
+nothing done to the starting run later changes this run's numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from ..settings import TrainSettings, adapter_dir
 from .dimensions import Units
 
 REFERENCE_ADAPTER = "reference"  # the starting adapter of a chained run, beside the trained "default"
+# TRL's DPOTrainer copies a starting adapter into a frozen adapter of this name (its reference); the
+# run's saved adapter/ then holds it in adapter/ref/.
+TRL_REF_ADAPTER = "ref"
+
+
+def own_reference(run_dir: str | Path) -> Path | None:
+    """The copy of its starting adapter that a chained run holds (`RUN_DIR/adapter/ref/`), or None."""
+    path = RunDir(run_dir) / RunDir.ADAPTER / TRL_REF_ADAPTER
+    return path if (path / "adapter_config.json").is_file() else None
 
 
 @dataclass
@@ -93,7 +104,8 @@ def load_policy(run_dir: str | Path, settings: TrainSettings) -> PolicyModels:
         as_trained(model)
     if start is None:
         return PolicyModels(place(model), loaded.tokenizer)
-    model.load_adapter(str(adapter_dir(start)), adapter_name=REFERENCE_ADAPTER)
+    reference = own_reference(run_dir) or adapter_dir(start)  # `report.saved_settings` warns without the copy
+    model.load_adapter(str(reference), adapter_name=REFERENCE_ADAPTER)
     model.set_adapter("default")
     return PolicyModels(place(model), loaded.tokenizer, reference_adapter=REFERENCE_ADAPTER)
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from .. import objectives
 from ..errors import ConfigError, unknown_key, unknown_name
@@ -194,7 +194,10 @@ def _parse_training(cfg: DictConfig, trl_class: str, top_level: Sequence[str]) -
         raise ConfigError(
             f"quant={quant} with peft=none: a quantized model cannot be fully fine-tuned; use peft=lora, or quant=none"
         )
-    check_adapter(model, peft.method)
+    model.adapter = check_adapter(model, peft.method)  # absolute, and so saved in the run's config.yaml:
+    if model.adapter is not None and cfg.model.get("adapter") != model.adapter:  # not relative to the cwd
+        with read_write(cfg.model):
+            cfg.model.adapter = model.adapter
     train = dict(container(cfg.train, "train"))
     run_keys = RUN_KEYS if trl_class == "DPOConfig" else SFT_RUN_KEYS
     run = _run_options(train, run_keys)

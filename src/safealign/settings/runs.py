@@ -1,7 +1,8 @@
 """Settings that name other runs: MODPO's `objective.margin_run` and `recipes/merge.py`'s `runs`.
 
 Why here: a run directory given as a setting is checked like any other value, before any
-data or model loads: it exists, it finished (status done), it has a LoRA adapter, and it
+data or model loads: it exists, it finished (status done), it has a LoRA adapter, it is a
+DPO run (an SFT run of `recipes/sft.py` has no DPO settings: no β, no reference), and it
 trained on the base model it must share. Only the run's small files are read.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 from ..errors import ConfigError, unknown_name
 from ..rundir import RunDir
 from .eval import EvalSettings, parse_eval
+from .train import TRL_FIELDS
 from .typed import container
 
 # Model keys that must agree for two runs to share a base model (`tiny*`: the embedded model's sizes).
@@ -28,10 +30,14 @@ COMBINATIONS = ("svd", "linear", "cat", "ties", "ties_svd", "dare_ties", "dare_l
 NEED_DENSITY = ("ties", "ties_svd", "dare_ties", "dare_linear", "dare_ties_svd", "dare_linear_svd", "magnitude_prune",
                 "magnitude_prune_svd")  # fmt: skip
 SAME_RANK = ("linear", "ties", "dare_ties", "dare_linear", "magnitude_prune")
+# `train` keys that only an SFT run's config.yaml (SFTConfig's, conf/train/sft.yaml) or only a DPO run's has.
+SFT_ONLY_KEYS = tuple(sorted(set(TRL_FIELDS["SFTConfig"]) - set(TRL_FIELDS["DPOConfig"])))
+DPO_ONLY_KEYS = ("precompute_ref", *sorted(set(TRL_FIELDS["DPOConfig"]) - set(TRL_FIELDS["SFTConfig"])))
 
 
-def finished_lora_run(path: Any, key: str, what: str) -> dict[str, Any]:
-    """The saved config of the finished LoRA run at `path` (config key `key`); a ConfigError otherwise."""
+def finished_lora_run(path: Any, key: str, what: str, sft: str = "") -> dict[str, Any]:
+    """The saved config of the finished LoRA DPO run at `path` (config key `key`); a ConfigError otherwise.
+    `sft`: what to use instead, said when `path` is an SFT run."""
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{key}: expected the directory of a finished run ({what}), got {path!r}")
     run = RunDir(Path(path).expanduser())
@@ -50,11 +56,23 @@ def finished_lora_run(path: Any, key: str, what: str) -> dict[str, Any]:
         raise ConfigError(f"{key}={path}: its {RunDir.CONFIG} is unreadable ({err})") from err
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise ConfigError(f"{key}={path}: no {RunDir.CONFIG} with a model group; is it a training run directory?")
+    if is_sft_config(saved):
+        raise ConfigError(f"{key}={path}: that run is an SFT run (recipes/sft.py: its {RunDir.CONFIG} has "
+                          f"SFTConfig's train keys, no DPO β or reference); {sft or f'{what} is needed'}")  # fmt: skip
     if saved["model"].get("adapter"):
         raise ConfigError(f"{key}={path}: that run started from another adapter (model.adapter="
                           f"{saved['model']['adapter']}), so its reference is not its base model; choose a run "
                           "trained from the base model")  # fmt: skip
     return saved
+
+
+def is_sft_config(saved: Mapping[str, Any]) -> bool:
+    """Whether a run's saved config is an SFT run's (`recipes/sft.py`, conf/sft.yaml): its `train` group has
+    none of DPOConfig's own keys (β, precompute_ref, ...), and SFTConfig's own keys or no `eval` group."""
+    train = saved.get("train")
+    if not isinstance(train, Mapping) or any(k in train for k in DPO_ONLY_KEYS):
+        return False
+    return any(k in train for k in SFT_ONLY_KEYS) or "eval" not in saved
 
 
 def check_same_model(theirs: Mapping[str, Any], mine: Mapping[str, Any], key: str, path: str, other: str) -> None:
@@ -69,7 +87,10 @@ def check_same_model(theirs: Mapping[str, Any], mine: Mapping[str, Any], key: st
 
 def check_margin_run(path: Any, model: Any) -> None:
     """MODPO's `objective.margin_run`: a finished LoRA run on this run's base model."""
-    saved = finished_lora_run(path, "objective.margin_run", "a finished DPO run, e.g. a harmless one")
+    saved = finished_lora_run(path, "objective.margin_run", "a finished DPO run, e.g. a harmless one",
+                              sft="MODPO's margin run must be a finished DPO run, whose implicit reward "
+                              "β·log(π/π_ref) gives the margins, trained from the base model, e.g. one of "
+                              "recipes/dpo.py objective=harmless")  # fmt: skip
     mine = {name: getattr(model, name, None) for name in SAME_MODEL_KEYS}
     check_same_model(saved["model"], mine, "objective.margin_run", path, "this run")
 
@@ -97,7 +118,10 @@ def parse_merge(cfg: Any) -> MergeSettings:
     runs = node.get("runs")
     if runs == "???" or not isinstance(runs, list) or len(runs) < 2:
         raise ConfigError(f"runs: expected a list of two or more run directories, e.g. runs=[A,B], got {runs!r}")
-    saved = [finished_lora_run(r, f"runs[{i}]", "a LoRA DPO run") for i, r in enumerate(runs)]
+    sft = ("recipes/merge.py merges finished LoRA DPO runs trained from the base model (the merge is "
+           "evaluated as a DPO policy, with runs[0]'s β, against the base model), not SFT runs; merge DPO "
+           "runs, e.g. of recipes/dpo.py objective=harmless and objective=helpful")  # fmt: skip
+    saved = [finished_lora_run(r, f"runs[{i}]", "a LoRA DPO run", sft=sft) for i, r in enumerate(runs)]
     for i, cfg_i in enumerate(saved[1:], start=1):
         check_same_model(cfg_i["model"], saved[0]["model"], f"runs[{i}]", runs[i], f"runs[0] ({runs[0]})")
     q, weights = node.get("q"), node.get("weights")
