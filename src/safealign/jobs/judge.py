@@ -192,13 +192,7 @@ def claim(settings: JudgeSettings, out: Path, cfg: Any = None) -> Iterator[None]
     """Lock `out` and make it this judging's: refused when it holds one already (unless `overwrite`),
     then `.hydra/` written and the previous outputs removed. Nothing is written into `out` before the lock."""
     run_dir = RunDir(out)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(run_dir.lock())
-        except OSError as err:  # a read-only or unwritable directory: before anything is judged
-            raise RunDirError(  # worded as RunDir.check_writable words it
-                f"{out}: cannot write into it ({err.strerror or type(err).__name__}); choose another hydra.run.dir"
-            ) from None
+    with run_dir.lock():  # an unwritable directory: a one-line error before anything is judged
         found = [name for name in (SUMMARY, JUDGED) if (out / name).exists()]
         if found and not settings.overwrite:
             what = "a finished judging" if SUMMARY in found else "an unfinished judging"
