@@ -3,8 +3,9 @@
 A run that finishes is not a run that learns: a LoRA setting once trained nothing (every
 gradient 0) and still ended `done`. The matrix below covers the settings that decide whether
 gradients reach the adapter, pairwise rather than as a full product (each row is a real run
-of a few steps on the embedded default). The last tests check the guard itself: a run that
-cannot learn ends `failed`, naming the likely setting, and its adapter is not saved.
+of a few steps on the embedded default). The other tests check the guard itself: a run that
+cannot learn (gradients cut by bitsandbytes' CPU repacking without the fix; a learning rate of
+0) ends `failed`, naming the likely setting, and its adapter is not saved.
 """
 
 from __future__ import annotations
@@ -123,9 +124,12 @@ def test_without_the_fix_that_cpu_trains_nothing_and_the_run_fails(tmp_path, avx
 
     monkeypatch.setattr(safealign.modeling, "keep_4bit_differentiable", lambda model: None)
     empty_reference_cache()
-    with pytest.raises(SafealignError, match="gradient norm was 0 at every logged step"):
+    expected = r"gradient norm was 0 at every logged step.*peft.target_modules=\['q_proj', 'v_proj'\].*not saved"
+    with pytest.raises(SafealignError, match=expected):
         dpo(compose("dpo", [QV, "objective=harmless", *FEW]), tmp_path)
-    assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "failed" and "did not learn" in status["error"]
+    assert not (tmp_path / "adapter").exists()
 
 
 def test_bitsandbytes_still_has_the_cpu_repacking_switch():
@@ -157,30 +161,6 @@ def test_dpo_from_an_adapter_learns(sft_start, tmp_path, precompute):
     overrides = ["objective=harmless", f"model.adapter={start}", f"train.precompute_ref={str(precompute).lower()}"]
     metrics = dpo(compose("dpo", [*overrides, *FEW]), tmp_path)
     assert_learnt(metrics, tmp_path / "adapter", start=start / "adapter")
-
-
-class DisableAdapters:
-    """A callback that turns the LoRA layers off when training begins: the policy is its reference, every
-    gradient 0 and the loss log 2 at every step, as in the run that once ended `done` with an untrained adapter."""
-
-    def __init__(self):
-        from transformers import TrainerCallback
-
-        def on_train_begin(callback, args, state, control, model=None, **kwargs):
-            model.base_model.disable_adapter_layers()
-
-        self.callback = type("Disable", (TrainerCallback,), {"on_train_begin": on_train_begin})()
-
-
-@pytest.mark.integration
-def test_zero_gradients_fail_the_run_naming_the_target_modules(tmp_path):
-    cfg = compose("dpo", [QV, "objective=harmless", *FEW])
-    expected = r"gradient norm was 0 at every logged step.*peft.target_modules=\['q_proj', 'v_proj'\].*not saved"
-    with pytest.raises(SafealignError, match=expected):
-        dpo(cfg, tmp_path, callbacks=[DisableAdapters().callback])
-    status = json.loads((tmp_path / "status.json").read_text())
-    assert status["status"] == "failed" and "did not learn" in status["error"]
-    assert not (tmp_path / "adapter").exists()
 
 
 @pytest.mark.integration
