@@ -29,10 +29,24 @@ def test_modpo_row_is_the_helpful_pair_with_margin_zero():
     assert objectives.apply("modpo", row, margin_run="x", w=0.5) == objectives.apply("helpful", row)
 
 
-@pytest.mark.parametrize("w", [0.0, 1.0, -0.5, 1.5, float("nan")])
-def test_w_outside_the_open_unit_interval_is_refused(w):
-    with pytest.raises(ConfigError, match=r"objective.w: expected a (number in \(0, 1\)|finite number)"):
+@pytest.mark.parametrize("w", [0.0, 1.0, -0.5, 1.5, float("nan"), 1e-300, 5e-324, 9.9e-4, 1 - 1e-12, 0.9995])
+def test_w_outside_the_usable_range_is_refused(w):
+    """β/w and (1-w)/w: a w of 1e-300 passed as a number in (0, 1) and trained with β·1e300."""
+    with pytest.raises(ConfigError, match=r"objective.w: expected a (number in \[0.001, 0.999\]|finite number)"):
         objectives.check_options("modpo", {"margin_run": "runs/a", "w": w})
+
+
+def test_w_range_message_says_why():
+    with pytest.raises(ConfigError) as err:
+        objectives.check_options("modpo", {"margin_run": "runs/a", "w": 1e-300})
+    assert str(err.value).startswith("objective.w: expected a number in [0.001, 0.999] (the helpful weight), got "
+                                     "1e-300; MODPO trains with β/w")  # fmt: skip
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("w", [0.001, 0.5, 0.999])
+def test_w_in_range_is_accepted(w):
+    assert objectives.check_options("modpo", {"margin_run": "runs/a", "w": w})["w"] == w
 
 
 def test_missing_margin_run_is_refused():
