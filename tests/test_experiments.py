@@ -135,3 +135,24 @@ def test_preset_errors_from_the_command_line(args, expected, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and re.fullmatch(rf"safealign: error: {expected}.*", lines[0]), lines
+
+
+@pytest.mark.parametrize("overrides", [["experiment=bfpo", "objective=helpful"], ["experiment=sacpo_safety"]])
+def test_a_run_saved_before_the_preset_checks_still_reads(tmp_path, overrides):
+    """The evaluation re-checks a run's saved config, filling in keys its safealign lacked: not `preset`,
+    which would refuse a run trained (from the base model, or with another objective) before it existed."""
+    import yaml
+
+    from safealign import io
+    from safealign.evaluation.report import saved_settings
+    from safealign.rundir import RunDir
+
+    run = fake_run(tmp_path / "old", overrides, adapter=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert "preset" in saved  # what a run trained today records
+    del saved["preset"]
+    saved["model"]["adapter"] = None
+    io.write_text(run / "config.yaml", yaml.safe_dump(saved))
+    io.write_text(run / ".hydra" / "overrides.yaml", yaml.safe_dump(["model=tiny", "quant=none", *overrides]))
+    settings = saved_settings(RunDir(run))
+    assert settings.model.adapter is None and settings.objective == saved["objective"]["name"]

@@ -274,6 +274,10 @@ GROUP_IDENTITY = {"objective": "name", "model": "name_or_path", "peft": "method"
                   "template": "name"}  # fmt: skip
 
 
+# Checks of a new run's config, not settings: a run saved before its preset had them trained without them.
+NEVER_FILLED = ("preset",)
+
+
 def fill_missing(saved: Mapping[str, Any], defaults: Mapping[str, Any], top: bool = True) -> dict[str, Any]:
     """`saved` with the keys it lacks taken from `defaults`; nothing `saved` has is changed.
 
@@ -283,6 +287,8 @@ def fill_missing(saved: Mapping[str, Any], defaults: Mapping[str, Any], top: boo
     """
     out = dict(saved)
     for key, default in defaults.items():
+        if top and key in NEVER_FILLED and key not in out:
+            continue
         if key not in out:
             out[key] = default
         elif isinstance(out[key], Mapping) and isinstance(default, Mapping):
