@@ -81,3 +81,161 @@ def test_recipes_exit_fast_with_the_right_code_and_all_output(args, code, expect
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == code, out.stderr[-2000:]
     assert expected in out.stdout + out.stderr
+
+
+# --- The fast exit never skips another library's work ----------------------------------------------
+
+EXIT_SCRIPT = """
+import atexit, os, sys, threading, time
+from omegaconf import OmegaConf
+from safealign import cli
+
+out, case = sys.argv[1], sys.argv[2]
+real_exit = os._exit
+
+
+def fast_exit(code):  # the fast exit was taken, with this code
+    open(os.path.join(out, "fast_exit"), "w").write(str(code))
+    real_exit(code)
+
+
+os._exit = fast_exit
+
+
+def write(name):
+    open(os.path.join(out, name), "w").write("done")
+
+
+def main():
+    atexit.register(write, "atexit")  # registered during the run, as a library (a tracker) does
+    if case.startswith("report_to="):
+        cli.note_trackers(OmegaConf.create({"train": {"report_to": OmegaConf.from_dotlist([case]).report_to}}))
+    if case == "thread":  # a library's background work, e.g. an upload
+        threading.Thread(target=lambda: (time.sleep(0.5), write("thread")), name="upload").start()
+    if case == "exit3":
+        sys.exit(3)
+
+
+cli.exit_when_done(main)
+"""
+
+
+def fast_exit_env() -> dict[str, str]:
+    """The environment of a recipe run by a user: the fast exit on (tests/conftest.py turns it off)."""
+    return {k: v for k, v in os.environ.items() if k not in ("SAFEALIGN_FAST_EXIT", "WORLD_SIZE")}
+
+
+@pytest.mark.parametrize(("case", "code", "fast"), [
+    ("plain", 0, True),
+    ("report_to=[]", 0, True),
+    ("report_to=[tensorboard]", 0, True),
+    ("report_to=none", 0, True),
+    ("exit3", 3, True),
+    ("report_to=[tensorboard,wandb]", 0, False),
+    ("report_to=mlflow", 0, False),
+    ("thread", 0, False),
+])  # fmt: skip
+def test_fast_exit_runs_every_atexit_handler(case, code, fast, tmp_path):
+    """An atexit handler registered during the run always runs; a tracker (report_to) or a busy
+    thread keeps the usual exit, which also waits for the thread."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), case], env=fast_exit_env(),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == code, out.stderr[-2000:]
+    assert (tmp_path / "atexit").read_text() == "done"
+    assert (tmp_path / "fast_exit").exists() == fast
+    if fast:
+        assert (tmp_path / "fast_exit").read_text() == str(code)
+    if case == "thread":
+        assert (tmp_path / "thread").read_text() == "done"
+
+
+def test_orderly_exit_reasons(monkeypatch):
+    from safealign import cli
+
+    monkeypatch.setenv("SAFEALIGN_FAST_EXIT", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr("sys.gettrace", lambda: None)
+    monkeypatch.setattr("sys.getprofile", lambda: None)
+    monkeypatch.setattr(cli, "_trackers", [])
+    monkeypatch.setattr("threading.enumerate", lambda: [])
+    assert cli.orderly_exit_reason() is None
+    for report_to in (["tensorboard"], "none", [], None):
+        cli.note_trackers(OmegaConf.create({"train": {"report_to": report_to}}))
+    cli.note_trackers(OmegaConf.create({"sweep_dir": "x"}))  # compare.py: no train group
+    assert cli._trackers == [] and cli.orderly_exit_reason() is None
+    cli.note_trackers(OmegaConf.create({"train": {"report_to": ["all"]}}))
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    assert cli.orderly_exit_reason() is None  # "all" is what is installed: here TensorBoard alone
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard", "wandb"])
+    assert cli.orderly_exit_reason() == "train.report_to=['wandb']: a tracker finishes its run at exit"
+    monkeypatch.setattr(cli, "_trackers", [])
+    monkeypatch.setenv("SAFEALIGN_FAST_EXIT", "0")
+    assert cli.orderly_exit_reason() == "SAFEALIGN_FAST_EXIT=0"
+
+
+RECIPE_WRAPPER = """
+import atexit, os, runpy, sys
+from transformers import TrainerCallback
+from transformers.integrations import integration_utils
+import safealign.cli as cli
+
+out, tracker = sys.argv[1], sys.argv[2] == "tracker"
+real_exit = os._exit
+
+
+def fast_exit(code):
+    open(os.path.join(out, "fast_exit"), "w").write(str(code))
+    real_exit(code)
+
+
+os._exit = fast_exit
+
+
+def finish():  # what a tracker does at exit: finish and sync its run
+    open(os.path.join(out, "atexit"), "w").write("finished")
+
+
+class FakeTracker(TrainerCallback):  # a report_to integration that works offline: like W&B, it registers at start
+    def on_train_begin(self, args, state, control, **kwargs):
+        atexit.register(finish)
+
+
+integration_utils.INTEGRATION_TO_CALLBACK["faketracker"] = FakeTracker
+real_run_recipe = cli.run_recipe
+
+
+def run_recipe(*args, **kwargs):  # without a tracker: a library registers its handler during the run
+    result = real_run_recipe(*args, **kwargs)
+    if not tracker:
+        atexit.register(finish)
+    return result
+
+
+cli.run_recipe = run_recipe
+sys.argv = ["recipes/dpo.py", *sys.argv[3:]]
+runpy.run_path("recipes/dpo.py", run_name="__main__")
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tracker", [False, True])
+def test_recipe_fast_exit_keeps_atexit_handlers_and_trackers(tracker, tmp_path):
+    """A training run with an atexit handler registered during it: the handler runs, with the fast exit
+    (no tracker) or the usual one (train.report_to names a tracker, here a fake offline one)."""
+    import subprocess
+    import sys
+
+    report_to = "[faketracker]" if tracker else "[]"
+    args = [str(tmp_path), "tracker" if tracker else "plain", "train.max_steps=1", f"train.report_to={report_to}",
+            "eval.after_train=false", "data.test_split=null", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", RECIPE_WRAPPER, *args], cwd=REPO, env=fast_exit_env(),
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "run" / "status.json").is_file()
+    assert (tmp_path / "atexit").read_text() == "finished"
+    assert (tmp_path / "fast_exit").exists() == (not tracker)

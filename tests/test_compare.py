@@ -371,3 +371,35 @@ def test_quote_baseline_for_hydra():
     assert quote_baseline(["x.py", "sweep_dir=d", "baseline=objective=helpful"]) == [
         "x.py", "sweep_dir=d", "baseline='objective=helpful'"]  # fmt: skip
     assert quote_baseline(["baseline='objective=a train.beta=1'"]) == ["baseline='objective=a train.beta=1'"]
+
+
+def test_few_resamples_never_crash_the_plot(seed_sweep):
+    """With 2 resamples a percentile CI often misses its own estimate: the error bars are clipped, not negative."""
+    compare(seed_sweep, resamples=2, seed=0)  # matplotlib refused a negative error bar here before
+    rows = summary_rows(seed_sweep)
+    outside = [(r, d) for r in rows for d in DIMENSIONS
+               if not float(r[f"{d}_ci_low"]) <= float(r[f"{d}_accuracy"]) <= float(r[f"{d}_ci_high"])]  # fmt: skip
+    assert outside, "the case under test: an estimate outside its own CI"
+    assert (seed_sweep / "comparison.png").read_bytes().startswith(PNG)
+
+
+def test_error_bars_are_clipped_at_zero(tmp_path):
+    row = {"helpful_accuracy": 0.8, "helpful_ci_low": 0.82, "helpful_ci_high": 0.9,
+           "harmless_accuracy": 0.7, "harmless_ci_low": 0.6, "harmless_ci_high": 0.65}  # fmt: skip
+    assert comparison._error(row, "helpful") == [[0.0], [pytest.approx(0.1)]]
+    assert comparison._error(row, "harmless") == [[pytest.approx(0.1)], [0.0]]
+    nan = {"helpful_accuracy": 0.8, "helpful_ci_low": float("nan"), "helpful_ci_high": float("nan")}
+    assert comparison._error(nan, "helpful") == [[0.0], [0.0]]
+    comparison.plot_tradeoff([row], ["a"], tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize("resamples", [2, 199])
+def test_too_few_resamples_are_refused(seed_sweep, resamples):
+    from safealign.cli import compose
+    from safealign.jobs.compare import run
+
+    cfg = compose("compare", [f"sweep_dir={seed_sweep}", f"bootstrap={resamples}"])
+    with pytest.raises(ConfigError, match=rf"^bootstrap={resamples}: expected at least 200 resamples; the 95% CI"):
+        run(cfg)
+    assert not (seed_sweep / "summary.csv").exists()

@@ -29,10 +29,24 @@ def test_modpo_row_is_the_helpful_pair_with_margin_zero():
     assert objectives.apply("modpo", row, margin_run="x", w=0.5) == objectives.apply("helpful", row)
 
 
-@pytest.mark.parametrize("w", [0.0, 1.0, -0.5, 1.5, float("nan")])
-def test_w_outside_the_open_unit_interval_is_refused(w):
-    with pytest.raises(ConfigError, match=r"objective.w: expected a (number in \(0, 1\)|finite number)"):
+@pytest.mark.parametrize("w", [0.0, 1.0, -0.5, 1.5, float("nan"), 1e-300, 5e-324, 9.9e-4, 1 - 1e-12, 0.9995])
+def test_w_outside_the_usable_range_is_refused(w):
+    """β/w and (1-w)/w: a w of 1e-300 passed as a number in (0, 1) and trained with β·1e300."""
+    with pytest.raises(ConfigError, match=r"objective.w: expected a (number in \[0.001, 0.999\]|finite number)"):
         objectives.check_options("modpo", {"margin_run": "runs/a", "w": w})
+
+
+def test_w_range_message_says_why():
+    with pytest.raises(ConfigError) as err:
+        objectives.check_options("modpo", {"margin_run": "runs/a", "w": 1e-300})
+    assert str(err.value).startswith("objective.w: expected a number in [0.001, 0.999] (the helpful weight), got "
+                                     "1e-300; MODPO trains with β/w")  # fmt: skip
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("w", [0.001, 0.5, 0.999])
+def test_w_in_range_is_accepted(w):
+    assert objectives.check_options("modpo", {"margin_run": "runs/a", "w": w})["w"] == w
 
 
 def test_missing_margin_run_is_refused():
@@ -85,6 +99,62 @@ PAIRS = [
     objectives.Pair("Tell me a plan.", "I can't help.", "First do this, then that.", 0.0, 1),
     objectives.Pair("Tell me a plan.", "First do this, then that.", "I can't help.", 0.0, 0),  # the same unit, flipped
 ]
+
+
+def margin_run_without_weights(path):
+    """A finished margin run that `margin_rewards` accepts without scoring (`_score` is replaced)."""
+    run = fake_run(path, adapter=False)
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    return run
+
+
+@pytest.fixture
+def scored_margins(tmp_path, monkeypatch):
+    """A margin run whose rewards were scored once (a fake `_score`) and cached: (run, calls, cache file, margins)."""
+    from safealign import modpo
+
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    run = margin_run_without_weights(tmp_path / "margin")
+    calls = []
+    monkeypatch.setattr(modpo, "_score", lambda run_dir, margin, units: calls.append(1) or [0.5, -0.25])
+    first = modpo.margin_rewards(str(run), list(PAIRS))
+    assert calls == [1] and first[0][0] == 0.5 and sorted(first[0][1:]) == [-0.25, 0.25]
+    (path,) = (tmp_path / "cache" / "modpo_margins").glob("*.json")
+    return run, calls, path, first
+
+
+@pytest.mark.parametrize("content", [
+    '["a", "b"]', '[0.5, "0.5"]', '[[0.5], null]', '[{"x": 1}, null]', '[true, null]',  # wrong types
+    "[NaN, null]", "[Infinity, null]", "[0.5, -Infinity]",  # a cached margin must be finite
+    '{"0": 0.5}', "[0.5]", "[0.5, null, 1.0]", "null",  # not one reward per unit
+    "[0.5, nu", "", "\udcff",  # unreadable
+])  # fmt: skip
+def test_corrupt_margin_cache_is_rebuilt_with_a_warning(scored_margins, content, caplog):
+    from safealign import modpo
+
+    run, calls, path, first = scored_margins
+    path.write_text(content, encoding="utf-8", errors="surrogateescape")
+    with caplog.at_level(logging.WARNING, logger="safealign"):
+        again = modpo.margin_rewards(str(run), list(PAIRS))
+    assert again == first and calls == [1, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "cache" in r.getMessage()]
+    assert len(warnings) == 1 and f"margin cache {path} is unusable (" in warnings[0]
+    assert warnings[0].endswith("; scoring again")
+    caplog.clear()
+    assert modpo.margin_rewards(str(run), list(PAIRS)) == first and calls == [1, 1]  # the rebuilt cache is used
+    assert "unusable" not in caplog.text
+
+
+def test_margin_cache_keeps_unscored_units(scored_margins, caplog):
+    """null is a unit the margin run could not score (its margin is 0): a valid cache entry, not a corruption."""
+    from safealign import modpo
+
+    run, calls, path, _ = scored_margins
+    path.write_text("[1, null]")  # an integer is a number too
+    with caplog.at_level(logging.WARNING, logger="safealign"):
+        assert modpo.margin_rewards(str(run), list(PAIRS))[0] == [1.0, 0.0, 0.0]
+    assert calls == [1] and "unusable" not in caplog.text
 
 
 def completion_logp(model, prompt_ids, completion_ids):

@@ -158,9 +158,13 @@ def test_every_model_config_has_the_adapter_key():
 # --- SACPO presets -----------------------------------------------------------------------------------
 
 
-def test_sacpo_presets_set_the_authors_values():
+def test_sacpo_presets_set_the_authors_values(tmp_path):
+    from tests.runs import fake_run
+
     helpful = parse_train(compose("dpo", ["experiment=sacpo_helpful", "model=tiny", "data=sample"]))
-    safety = parse_train(compose("dpo", ["experiment=sacpo_safety", "model=tiny", "data=sample"]))
+    stage_1 = fake_run(tmp_path / "helpful")  # stage 2 requires model.adapter (tests/test_experiments.py)
+    safety = parse_train(compose("dpo", ["experiment=sacpo_safety", "model=tiny", "data=sample",
+                                         f"model.adapter={stage_1}"]))  # fmt: skip
     assert (helpful.objective, helpful.train["beta"]) == ("helpful", 0.1)
     assert (safety.objective, safety.options, safety.train["beta"]) == ("harmless", {"contrast_only": False}, 0.025)
     for s in (helpful, safety):

@@ -163,9 +163,15 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 
 def _error(row: dict[str, Any], dim: str) -> list[list[float]] | None:
-    """Matplotlib's asymmetric error bar ([below], [above]) from the CI columns; None without a CI."""
+    """Matplotlib's asymmetric error bar ([below], [above]) from the CI columns; None without a CI.
+
+    Each length is clipped at 0: a percentile CI need not contain its point estimate (with few
+    resamples, or a skewed bootstrap distribution), and matplotlib refuses a negative length. A
+    NaN bound (`percentile_ci` of NaN replicates) draws no bar on that side."""
     acc, low, high = row[f"{dim}_accuracy"], row[f"{dim}_ci_low"], row[f"{dim}_ci_high"]
-    return None if low is None or high is None else [[acc - low], [high - acc]]
+    if low is None or high is None:
+        return None
+    return [[max(0.0, acc - low)], [max(0.0, high - acc)]]  # max(0.0, nan) is 0.0
 
 
 def plot_tradeoff(rows: Sequence[dict[str, Any]], labels: Sequence[str], path: Path) -> None:

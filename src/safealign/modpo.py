@@ -15,7 +15,8 @@ helpful pairs with margin 0 and this module fills the margins in, scoring with t
 evaluation's own helpers (`evaluation.scoring`): the margin run's template, tokenization and
 truncation, as it was trained. The rewards are cached on disk (`$SAFEALIGN_CACHE/modpo_margins`),
 keyed by the margin run's adapter and config and the exact pair texts, so a sweep over `w` or
-β scores once.
+β scores once; a cache file that does not hold one finite reward (or null) per pair is derived
+data gone bad: a warning names it and it is scored again.
 
 The margin run itself is checked with the settings (`settings.runs.check_margin_run`).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,8 @@ def margin_rewards(run_dir: str, pairs: list[Any]) -> tuple[list[float], float]:
     units = Units()
     sides = [units.add(p.prompt, p.chosen, p.rejected) for p in pairs]
     path = _cache_path(RunDir(run_dir), units.keys)
-    cached = io.read_json_or_none(path) if path.is_file() else None
-    if isinstance(cached, list) and len(cached) == len(units.keys):
+    cached = _read_cache(path, len(units.keys))
+    if cached is not None:
         log.info("modpo: margin-run rewards from the cache %s", path)
         per_unit = cached
     else:
@@ -76,6 +78,37 @@ def margin_rewards(run_dir: str, pairs: list[Any]) -> tuple[list[float], float]:
                     "train.max_length); their margin is 0", missing, len(pairs))  # fmt: skip
     # per_unit[u]: the reward of side 0 minus side 1 (β_m included); a pair whose chosen is side 1 flips it.
     return [0.0 if per_unit[u] is None else per_unit[u] * (1 if side == 0 else -1) for u, side in sides], beta_m
+
+
+def _read_cache(path: Path, units: int) -> list[float | None] | None:
+    """The cached rewards of `units` units, or None to score again: when there is no cache, or (with a
+    warning naming the file) when it does not load or does not hold one finite number or null per unit."""
+    if not path.is_file():
+        return None
+    try:
+        cached = io.read_json(path)
+    except (OSError, ValueError) as err:
+        problem = f"unreadable: {err}"
+    else:
+        problem = _cache_problem(cached, units)
+    if problem is None:
+        return cached
+    log.warning("modpo: margin cache %s is unusable (%s); scoring again", path, problem)
+    return None
+
+
+def _cache_problem(cached: Any, units: int) -> str | None:
+    """What is wrong with a cache's content, or None: a list of `units` entries, each a finite number (the
+    reward difference) or null (a unit the margin run could not score)."""
+    if not isinstance(cached, list):
+        return f"expected a list of {units} rewards, got {type(cached).__name__}"
+    if len(cached) != units:
+        return f"{len(cached)} rewards for {units} pairs"
+    for i, value in enumerate(cached):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value)):
+            return f"entry {i} is {json.dumps(value)[:40]}, expected a finite number or null"
+    return None
 
 
 def _score(run_dir: str, margin: Any, units: Any) -> list[float | None]:

@@ -38,6 +38,8 @@ Row = Mapping[str, Any]
 Objective = Callable[..., Pair | Drop]
 OBJECTIVES: dict[str, Objective] = {}
 CONFLICT_POLICIES = ("drop", "severity", "annotator")
+# MODPO's objective.w: β/w and (1-w)/w stay within a factor 1000 of β and of the margin run's reward.
+MODPO_W = (1e-3, 1 - 1e-3)
 
 
 def register(fn: Objective) -> Objective:
@@ -189,8 +191,13 @@ def check_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("gamma", "delta"):
         if key in out and not out[key] >= 0:  # also refuses NaN
             raise ConfigError(f"objective.{key}: expected a value >= 0, got {out[key]}")
-    if "w" in out and not 0 < out["w"] < 1:  # also refuses NaN
-        raise ConfigError(f"objective.w: expected a number in (0, 1) (the helpful weight), got {out['w']}")
+    if "w" in out and not MODPO_W[0] <= out["w"] <= MODPO_W[1]:  # also refuses NaN
+        raise ConfigError(
+            f"objective.w: expected a number in [{MODPO_W[0]:g}, {MODPO_W[1]:g}] (the helpful weight), got "
+            f"{out['w']:g}; MODPO trains with β/w and scales the margin run's reward by (1-w)/w, so a smaller w "
+            "makes both over 1000 times larger and saturates the loss, and a larger w leaves the margin run under "
+            "0.1% of the weight (that is objective=helpful)"
+        )
     if "on_conflict" in out and out["on_conflict"] not in CONFLICT_POLICIES:
         raise ConfigError(
             f"objective.on_conflict: expected one of {', '.join(CONFLICT_POLICIES)}, got '{out['on_conflict']}'"

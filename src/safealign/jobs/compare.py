@@ -17,6 +17,9 @@ from ..errors import ConfigError
 from ..settings.typed import positive_int
 from ..summary import RunSummary
 
+# Fewest bootstrap resamples for a 95% percentile CI: at 200, each 2.5% tail holds 5 resamples.
+MIN_RESAMPLES = 200
+
 
 def quote_baseline(argv: Sequence[str]) -> list[str]:
     """`baseline=objective=helpful` as the issue writes it: Hydra's grammar refuses a second `=`
@@ -34,6 +37,12 @@ def run(cfg: DictConfig, _out_dir: Path | None = None) -> list[RunSummary]:
     if OmegaConf.is_missing(cfg, "sweep_dir") or not cfg.get("sweep_dir"):
         raise ConfigError("sweep_dir: missing; pass sweep_dir=DIR, a sweep directory (`recipes/dpo.py -m ...`)")
     positive_int(cfg.bootstrap, "bootstrap")
+    if cfg.bootstrap < MIN_RESAMPLES:
+        raise ConfigError(
+            f"bootstrap={cfg.bootstrap}: expected at least {MIN_RESAMPLES} resamples; the 95% CI is the 2.5th and "
+            f"97.5th percentile of the resamples, and with fewer than {MIN_RESAMPLES} each tail holds under 5 of "
+            "them, so the interval is noise (the default is 1000)"
+        )
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed: expected an integer, got {cfg.seed!r}")
     baseline = cfg.baseline

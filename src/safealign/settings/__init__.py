@@ -39,7 +39,7 @@ from .eval import (
     parse_eval,
 )
 from .runs import check_margin_run
-from .train import RUN_KEYS, SFT_RUN_KEYS, TRL_FIELDS, check_train_values
+from .train import RUN_KEYS, SFT_RUN_KEYS, TRL_FIELDS, check_preset, check_train_values
 from .typed import choice, container, existing_path, positive_int, typed
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
 PEFT_METHODS = ("lora", "none")
 TRAIN_GROUPS = ("data", "objective", "template", "model", "quant", "peft", "train")
 SFT_TOP_LEVEL: tuple[str, ...] = ()  # sft.yaml has no `eval` group and no `metric`
-TOP_LEVEL = ("metric", "eval")  # keys of dpo.yaml beside the training groups
+TOP_LEVEL = ("metric", "eval", "preset")  # dpo.yaml's keys beside the groups; a preset adds `preset`
 
 @dataclass
 class ModelConfig:
@@ -158,6 +158,7 @@ def parse_pairs(
 
 def parse_train(cfg: DictConfig) -> TrainSettings:
     """Check the whole DPO training config; raises ConfigError naming the key, before any data or model loads."""
+    check_preset(cfg)  # before the groups: a required (???) model.adapter, a contradicted preset
     s = _parse_training(cfg, "DPOConfig", TOP_LEVEL)
     check_margins(s.objective, s.options, s.train["loss_type"], s.train.get("f_divergence_type", "reverse_kl"))
     if s.objective == "modpo":  # the margin run: finished, with an adapter, on this base model
@@ -279,6 +280,10 @@ GROUP_IDENTITY = {"objective": "name", "model": "name_or_path", "peft": "method"
                   "template": "name"}  # fmt: skip
 
 
+# Checks of a new run's config, not settings: a run saved before its preset had them trained without them.
+NEVER_FILLED = ("preset",)
+
+
 def fill_missing(saved: Mapping[str, Any], defaults: Mapping[str, Any], top: bool = True) -> dict[str, Any]:
     """`saved` with the keys it lacks taken from `defaults`; nothing `saved` has is changed.
 
@@ -288,6 +293,8 @@ def fill_missing(saved: Mapping[str, Any], defaults: Mapping[str, Any], top: boo
     """
     out = dict(saved)
     for key, default in defaults.items():
+        if top and key in NEVER_FILLED and key not in out:
+            continue
         if key not in out:
             out[key] = default
         elif isinstance(out[key], Mapping) and isinstance(default, Mapping):

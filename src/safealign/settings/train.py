@@ -164,3 +164,55 @@ def _check_device(train: Mapping[str, Any]) -> None:
     if train.get("bf16") is True and not (cuda and torch.cuda.is_bf16_supported()):
         raise ConfigError("train.bf16=true: this device has no bf16 support; use train.bf16=auto or false")
 
+
+# ----------------------------------------------------------------------------------------------
+# Presets (`experiment=NAME`, conf/experiment/): what a preset requires of the rest of the config
+# ----------------------------------------------------------------------------------------------
+
+PRESET_KEYS = ("name", "objective", "adapter")
+
+
+def check_preset(cfg: Any) -> None:
+    """What a preset (`experiment=NAME`) requires of the rest of the config: the run it continues, its objective.
+
+    A preset is applied last in dpo.yaml's defaults, yet a group chosen on the command line still
+    wins over its `override /objective`. That is right for a preset of hyperparameters (MODPO's
+    stage 1 is `experiment=modpo objective=harmless`), wrong for one whose values are a method's
+    own: `experiment=bfpo objective=helpful` would train DPO with BFPO's β. A preset's `preset:`
+    node says which: `name`, `objective` (the objective it is for, or null for any), and `adapter`
+    (the run it continues, in words, or null): then `model.adapter` is required. (A preset cannot
+    set `model.adapter: ???` itself: OmegaConf's merge never lets `???` replace a value.)
+    """
+    from omegaconf import OmegaConf
+
+    from .typed import container
+
+    preset = container(cfg.get("preset"), "preset") or {}
+    if not isinstance(preset, Mapping):
+        raise ConfigError(f"preset: expected a mapping (a preset's own keys, conf/experiment/), got {preset!r}")
+    for key in preset:
+        if key not in PRESET_KEYS:
+            raise unknown_key(f"preset.{key}", PRESET_KEYS, "preset")
+    name, run = preset.get("name"), preset.get("adapter")
+    if run and OmegaConf.select(cfg, "model.adapter", default=None) is None and not _full_model_given(cfg):
+        raise ConfigError(
+            f"model.adapter: missing; experiment={name} continues a previous run: pass model.adapter=<{run}> (after "
+            f"a full fine-tune, peft=none: model.name_or_path=<{run}>/adapter)"
+        )
+    wanted, chosen = preset.get("objective"), OmegaConf.select(cfg, "objective.name", default=None)
+    if wanted is not None and chosen != wanted:
+        raise ConfigError(
+            f"experiment={name} is a preset for objective={wanted} (its train values are that method's), but "
+            f"objective={chosen} was chosen: drop objective={chosen}, or drop experiment={name} to train {chosen} "
+            "with its own settings"
+        )
+
+
+def _full_model_given(cfg: Any) -> bool:
+    """peft=none from a local model directory: a fully fine-tuned previous run continued through
+    model.name_or_path (model.adapter continues LoRA adapters only)."""
+    from omegaconf import OmegaConf
+
+    path = OmegaConf.select(cfg, "model.name_or_path", default=None)
+    local = isinstance(path, str) and path.startswith(("/", "./", "../", "~")) and Path(path).expanduser().is_dir()
+    return OmegaConf.select(cfg, "peft.method", default=None) == "none" and local
