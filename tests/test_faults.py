@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from safealign.checkpoints import usable_checkpoint
 from safealign.cli import compose
 from safealign.errors import DataError, RunDirError
 from safealign.jobs import dpo
 from safealign.objectives import Pair
 from safealign.pairs import PairReport, count_shared_prompts
-from safealign.rundir import RunDir, usable_checkpoint
+from safealign.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 

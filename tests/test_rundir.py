@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from safealign.checkpoints import last_checkpoint
 from safealign.errors import RunDirError, SafealignError, SweepError
-from safealign.rundir import RunDir, last_checkpoint, sweep_runs
+from safealign.rundir import RunDir, sweep_runs
 
 CONFIG = {"objective": {"name": "harmless"}, "train": {"beta": 0.1, "learning_rate": 5e-4, "resume": "auto",
                                                        "overwrite": False}, "eval": {"max_pairs": 512}}  # fmt: skip

@@ -20,11 +20,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .. import io
+from ..checkpoints import usable_checkpoint
 from ..data.loading import load_split
 from ..errors import DataError, Interrupted, SafealignError
 from ..objectives import Pair
 from ..pairs import PairReport, build_pairs, count_shared_prompts, make_pairs
-from ..rundir import RunDir, fingerprint, is_main_process, package_versions, usable_checkpoint
+from ..rundir import RunDir, fingerprint, is_main_process, package_versions
 from ..settings import PairsSettings, SFTSettings
 
 log = logging.getLogger("safealign")
