@@ -49,8 +49,8 @@ def test_low_memory_train_config():
     assert s.train["gradient_checkpointing"] and s.train["optim"] == "paged_adamw_8bit" and s.train["beta"] == 0.1
 
 
-def test_bfpo_sets_ipo():
-    assert check("objective=bfpo").train["loss_type"] == ["ipo"]
+def test_bfpo_sets_summed_ipo():
+    assert check("objective=bfpo").train["loss_type"] == ["ipo_sum"]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,10 @@ def test_bfpo_sets_ipo():
         (["data.on_invalid=skip"], r"unknown invalid-row policy \(data.on_invalid\) 'skip'. Valid: drop, error, warn"),
         (["+model.revison=x"], r"model.revison: unknown config key.*Did you mean 'revision'"),
         (["model.dtype=fp8"], r"unknown dtype \(model.dtype\) 'fp8'. Valid: auto, bfloat16"),
-        (["objective=bfpo", "train.loss_type=[sigmoid]"], r"objective=bfpo needs train.loss_type=\['ipo'\]"),
+        (["objective=bfpo", "train.loss_type=[sigmoid]"], r"objective=bfpo needs train.loss_type=\['ipo_sum'\]"),
+        (["objective=bfpo", "train.loss_type=[ipo]"], r"needs train.loss_type=\['ipo_sum'\].*TRL's ipo averages"),
+        (["objective=helpful", "train.loss_type=[ipo_sum]", "+train.f_divergence_type=js_divergence"],
+         r"train.loss_type ipo_sum is defined for the standard DPO log-ratio"),
         (["train.loss_type=[sft]"], r"cannot use the per-pair margins of objective=multilevel"),
         (["objective=safedpo", "train.loss_type=[aot]"], r"cannot use the per-pair margins"),
         (["train.loss_type=[apo_zero]"], r"cannot use the per-pair margins"),

@@ -75,7 +75,7 @@ def test_max_steps_lets_zero_epochs_through():
 
 def test_bare_loss_type_becomes_a_list():
     assert check("train.loss_type=sigmoid").train["loss_type"] == ["sigmoid"]
-    assert check("objective=bfpo", "train.loss_type=ipo").train["loss_type"] == ["ipo"]
+    assert check("objective=bfpo", "train.loss_type=ipo_sum").train["loss_type"] == ["ipo_sum"]
 
 
 def test_fractional_steps_are_a_share_of_the_total():

@@ -1,4 +1,9 @@
-"""The margin enters TRL's losses exactly as -log σ(β·h - m), checked against a hand computation."""
+"""The margin enters TRL's losses exactly as -log σ(β·h - m), checked against a hand computation.
+
+h is the difference of log-ratios summed over the response tokens, so the margin is per sequence
+(as SafeDPO's δ, MODPO's margin and BFPO's target are); TRL's length-normalised `ipo` is the
+exception, and safealign's `ipo_sum` is IPO on the summed h.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ PAIRS = [  # raw prompts: to_dataset(..., "beaver") renders them
 ]
 
 
-def make_trainer(tiny_path: str, tmp_path, loss_type: str, precompute: bool = False) -> MarginDPOTrainer:
+def make_trainer(
+    tiny_path: str, tmp_path, loss_type: str, precompute: bool = False, pairs: list[Pair] = PAIRS
+) -> MarginDPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(tiny_path)
     model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
     args = DPOConfig(
@@ -33,7 +40,7 @@ def make_trainer(tiny_path: str, tmp_path, loss_type: str, precompute: bool = Fa
         dataloader_pin_memory=False,
     )  # fmt: skip
     trainer = MarginDPOTrainer(
-        model=model, args=args, train_dataset=to_dataset(PAIRS, "beaver"), processing_class=tokenizer,
+        model=model, args=args, train_dataset=to_dataset(pairs, "beaver"), processing_class=tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )  # fmt: skip
     torch.manual_seed(1)
@@ -52,28 +59,35 @@ def completion_logp(model, prompt_ids: list[int], completion_ids: list[int]) -> 
     return logps[len(prompt_ids) - 1 :].sum().item(), len(completion_ids)
 
 
+def log_ratios(trainer: MarginDPOTrainer, i: int) -> tuple[float, float, int, int]:
+    """Pair i's chosen and rejected log-ratios, summed over their tokens, and their numbers of tokens."""
+    model, ex = trainer.model, trainer.train_dataset[i]
+    pc, lc = completion_logp(model, ex["prompt_ids"], ex["chosen_ids"])
+    pr, lr = completion_logp(model, ex["prompt_ids"], ex["rejected_ids"])
+    with model.disable_adapter():
+        rc, _ = completion_logp(model, ex["prompt_ids"], ex["chosen_ids"])
+        rr, _ = completion_logp(model, ex["prompt_ids"], ex["rejected_ids"])
+    return pc - rc, pr - rr, lc, lr
+
+
 def hand_loss(trainer: MarginDPOTrainer, loss_type: str) -> float:
-    model = trainer.model
     losses = []
     for i, pair in enumerate(PAIRS):
-        ex = trainer.train_dataset[i]
-        pc, lc = completion_logp(model, ex["prompt_ids"], ex["chosen_ids"])
-        pr, lr = completion_logp(model, ex["prompt_ids"], ex["rejected_ids"])
-        with model.disable_adapter():
-            rc, _ = completion_logp(model, ex["prompt_ids"], ex["chosen_ids"])
-            rr, _ = completion_logp(model, ex["prompt_ids"], ex["rejected_ids"])
-        h = (pc - rc) - (pr - rr)
+        chosen, rejected, lc, lr = log_ratios(trainer, i)
+        h = chosen - rejected
         if loss_type == "sigmoid":
             losses.append(-F.logsigmoid(torch.tensor(BETA * h - pair.margin)).item())
         elif loss_type == "hinge":
             losses.append(max(0.0, 1 - (BETA * h - pair.margin)))
         elif loss_type == "ipo":  # length-normalised: the target 1/(2β) moves to (1/2 + m)/β
-            delta = (pc - rc) / lc - (pr - rr) / lr
+            delta = chosen / lc - rejected / lr
             losses.append((delta - (0.5 + pair.margin) / BETA) ** 2)
+        elif loss_type == "ipo_sum":  # summed: the same target, on h itself
+            losses.append((h - (0.5 + pair.margin) / BETA) ** 2)
     return sum(losses) / len(losses)
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo", "ipo_sum"])
 @pytest.mark.parametrize("precompute", [False, True])
 def test_margin_matches_hand_computation(tiny_path, tmp_path, loss_type, precompute):
     trainer = make_trainer(tiny_path, tmp_path, loss_type, precompute)

@@ -100,9 +100,11 @@ def test_field_kinds_read_the_types_of_the_fields():
 def test_loss_types_are_the_ones_trl_documents():
     help_text = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type").metadata["help"]
     documented = tuple(re.findall(r"`'(\w+)'`", help_text))
-    assert documented == losses.LOSS_TYPES, f"DPOConfig.loss_type documents {documented}"
-    assert help_text.count("`'") == len(losses.LOSS_TYPES)
-    # The margin rules name loss types that exist.
+    assert documented == losses.TRL_LOSS_TYPES, f"DPOConfig.loss_type documents {documented}"
+    assert help_text.count("`'") == len(losses.TRL_LOSS_TYPES)
+    # safealign's own loss types are ones TRL does not have; the margin rules name loss types that exist.
+    assert not set(losses.OWN_LOSS_TYPES) & set(documented)
+    assert losses.LOSS_TYPES == losses.TRL_LOSS_TYPES + losses.OWN_LOSS_TYPES
     known = set(losses.LOSS_TYPES)
     assert known >= losses.LENGTH_NORMALISED and known >= losses.NO_MARGIN
     assert all(known >= set(v) for v in losses.REQUIRED_LOSS.values())

@@ -1,7 +1,7 @@
-"""Facts about TRL's DPO loss types that safealign relies on, and the margin rules they imply.
+"""Facts about the DPO loss types safealign trains with, and the margin rules they imply.
 
 Kept free of torch and TRL imports so that config checking (and so every config error)
-stays fast; `tests/test_losses.py` checks `LOSS_TYPES` against the installed TRL.
+stays fast; `tests/test_trl_compat.py` checks `TRL_LOSS_TYPES` against the installed TRL.
 """
 
 from __future__ import annotations
@@ -12,10 +12,17 @@ from typing import Any
 from .errors import ConfigError
 
 # TRL 1.16's DPO loss types (DPOConfig.loss_type).
-LOSS_TYPES = (
+TRL_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )  # fmt: skip
+# safealign's own loss types, computed by `trl_compat.MarginDPOTrainer` from TRL's forward pass.
+# `ipo_sum`: IPO on summed log-ratios, (h - 1/(2β))² with h the difference of the chosen and rejected
+# log-ratios summed over their tokens, as the BFPO authors' code computes it (`average_log_prob=False`);
+# TRL's `ipo` divides each log-ratio by its completion length (the form the IPO authors confirmed to TRL).
+SUMMED_IPO = "ipo_sum"
+OWN_LOSS_TYPES = (SUMMED_IPO,)
+LOSS_TYPES = TRL_LOSS_TYPES + OWN_LOSS_TYPES
 # Losses that divide the chosen log-ratio by the chosen length: a margin offset is scaled by it.
 LENGTH_NORMALISED = frozenset({"ipo", "sigmoid_norm"})
 # Losses where the offset would not mean -log σ(β·h - m): `sft` reads only the chosen log-probs,
@@ -23,7 +30,14 @@ LENGTH_NORMALISED = frozenset({"ipo", "sigmoid_norm"})
 # rejected log-ratios on their own rather than their difference.
 NO_MARGIN = frozenset({"sft", "aot", "aot_unpaired", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down"})
 # Objectives whose per-pair targets are defined for one loss only.
-REQUIRED_LOSS: dict[str, list[str]] = {"bfpo": ["ipo"], "modpo": ["sigmoid"]}
+# BFPO's target is the authors' (h - target/β)² on summed log-ratios (wx-zhang/bfpo,
+# `BFPOTrainer.bfpo` with `concatenated_forward(average_log_prob=False)`): `ipo_sum`, not TRL's `ipo`.
+REQUIRED_LOSS: dict[str, list[str]] = {"bfpo": [SUMMED_IPO], "modpo": ["sigmoid"]}
+REQUIRED_WHY = {
+    "bfpo": "BFPO's loss is (h - target/β)² with h summed over tokens, as in the authors' code; TRL's ipo averages "
+    "h per token, which asks about L times more of an L-token response",
+    "modpo": "MODPO's loss is -log σ((β/w)·h - margin)",
+}
 # Objective options that put a margin on pairs when non-zero.
 MARGIN_OPTIONS = ("gamma", "delta")
 
@@ -37,11 +51,16 @@ def check_margins(
     objective: str, options: Mapping[str, Any], loss_types: Sequence[str], f_divergence: str = "reverse_kl"
 ) -> None:
     """Refuse loss types that would silently ignore or distort the objective's margins."""
+    if SUMMED_IPO in loss_types and f_divergence != "reverse_kl":
+        raise ConfigError(
+            f"train.f_divergence_type={f_divergence}: train.loss_type {SUMMED_IPO} is defined for the standard DPO "
+            "log-ratio (reverse_kl); keep f_divergence_type=reverse_kl or use TRL's length-averaged ipo"
+        )
     required = REQUIRED_LOSS.get(objective)
     if required and list(loss_types) != required:
         raise ConfigError(
             f"objective={objective} needs train.loss_type={required} (got {list(loss_types)}): its per-pair targets "
-            "are defined for that loss"
+            f"are defined for that loss ({REQUIRED_WHY[objective]})"
         )
     if not has_margin(objective, options):
         return

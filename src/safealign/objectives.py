@@ -5,7 +5,12 @@ keyword-only options. The options a config may set are read from the function's
 signature, so the registry is the single source of truth for names and defaults.
 
 A pair's `margin` enters the DPO loss as an offset, `-log σ(β·h - margin)` (see
-`safealign.trainer`), so a positive margin asks the policy to prefer `chosen` by more.
+`safealign.trl_compat`), so a positive margin asks the policy to prefer `chosen` by more.
+h is the difference of the chosen and rejected log-ratios, each summed over the response
+tokens, so every margin here is per sequence, as in each method's paper and code: SafeDPO's
+δ, MODPO's margin reward and BFPO's target apply to sequence log-probabilities log π(y|x).
+Each objective's default loss (`sigmoid`, or `ipo_sum` for BFPO) is such a summed loss;
+`tests/test_margin_losses.py` checks this.
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ def multilevel(row: Row, *, gamma: float = 1.0, on_conflict: str = "drop") -> Pa
     - Both unsafe at the same level: prefer `safer_response_id`.
 
     margin = gamma * (level_rejected - level_chosen): zero at equal levels, and negative
-    when `annotator` keeps a pair against the levels.
+    when `annotator` keeps a pair against the levels. safealign's own objective (no paper);
+    like SafeDPO's δ, γ is a margin on β·h with h summed over tokens, so per sequence.
     """
     l0, l1 = level(row, 0), level(row, 1)
     if l0 != l1:
@@ -113,6 +119,9 @@ def safedpo(row: Row, *, delta: float = 10.0) -> Pair | Drop:
 
     Swap when the more helpful response is unsafe and the other safe; drop rows where
     both are unsafe (`both_unsafe`); margin `delta` when chosen is safe and rejected unsafe.
+    The paper's loss is -log σ(β·h - δ·(unsafe(rejected) - unsafe(chosen))) with h from the
+    sequence log-probabilities log π(y|x), summed over tokens: δ is per sequence, which is what
+    the default `sigmoid` loss gives (no code of the authors was found to check it against).
     """
     chosen = row["better_response_id"]
     if not safe(row, chosen) and not safe(row, 1 - chosen):
@@ -138,8 +147,10 @@ def bfpo_target(chosen_safe: bool, rejected_safe: bool, b1: float = 3.0, b3: flo
 def bfpo(row: Row, *, b1: float = 3.0, b3: float = 0.5, alpha: float = 0.5) -> Pair | Drop:
     """BFPO (Zhang et al. 2024): the helpful pair with a per-pair IPO target from `bfpo_target`.
 
-    Trained with `loss_type=[ipo]`, whose own target is 1/(2β); the margin is the shift
-    from it, target - 1/2, so the loss is (β·h - margin - 1/2)²/β² = (h - target/β)².
+    Trained with `loss_type=[ipo_sum]` (IPO on summed log-ratios), whose own target is 1/(2β);
+    the margin is the shift from it, target - 1/2, so the loss is (h - margin/β - 1/(2β))² =
+    (h - target/β)² with h summed over tokens: the authors' loss (wx-zhang/bfpo,
+    `BFPOTrainer.bfpo`, log-probs from `get_batch_logps(average_log_prob=False)`).
     """
     chosen = row["better_response_id"]
     target = bfpo_target(safe(row, chosen), safe(row, 1 - chosen), b1=b1, b3=b3, alpha=alpha)
@@ -153,7 +164,9 @@ def modpo(row: Row, *, margin_run: str = "", w: float = 0.5) -> Pair | Drop:
     A pure row function cannot score responses with a model: its pairs leave here with
     margin 0, and `safealign.modpo` fills in ((1-w)/w)·(r_m(chosen) - r_m(rejected)) before
     training, with r_m the implicit reward of the finished DPO run `margin_run`; training
-    then uses β/w, so the loss is -log σ((β/w)·h - ((1-w)/w)·Δr_m).
+    then uses β/w, so the loss is -log σ((β/w)·h - ((1-w)/w)·Δr_m). As in the authors' code
+    (ZHZisZZ/modpo, `MODPOTrainer.modpo_loss`, log-probs from `get_batch_logps(average_log_prob=False)`),
+    h and r_m use log-probs summed over tokens: the margin is per sequence.
     """
     return helpful(row)
 

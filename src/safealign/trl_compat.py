@@ -15,8 +15,8 @@ runs it too). What this module uses:
   adapter's random initial weights, so seed sweeps share the reference cache;
 - `_precompute_ref_logps`, `_precompute_model_hash`, `_compute_loss`,
   `compute_ref_log_probs`, `_set_signature_columns_if_needed`, `_metrics`: the hooks
-  `MarginDPOTrainer` overrides to add a per-pair margin, an on-disk reference cache,
-  pre-tokenized datasets, and the margin-free `rewards/*` it logs.
+  `MarginDPOTrainer` overrides to add a per-pair margin, the `ipo_sum` loss, an on-disk
+  reference cache, pre-tokenized datasets, and the margin-free `rewards/*` it logs.
 
 `DPO_FIELDS` (the DPOConfig fields and their value kinds) is read by `safealign.settings`
 from a JSON snapshot, so config checking never imports TRL; the test compares it with
@@ -25,10 +25,19 @@ the installed TRL.
 A pair's margin m enters every loss through the reference: adding m/β to the chosen
 reference log-prob turns the log-ratio difference h into h - m/β, so the sigmoid loss
 becomes -log σ(β·h - m), hinge relu(1 - β·h + m), and so on, without copying TRL's loss
-code. The length-normalised losses (`ipo`, `sigmoid_norm`) divide the chosen log-ratio by
-the chosen length, so there the offset is scaled by that length to keep the same meaning:
-the IPO target 1/(2β) moves to (1/2 + m)/β. Pairs without margins never reach this code
-path: `templates.to_dataset` only adds the `margin` column when some margin is non-zero.
+code. Log-ratios are summed over the completion tokens, so m is a per-sequence margin. The
+length-normalised losses (`ipo`, `sigmoid_norm`) divide the chosen log-ratio by the chosen
+length, so there the offset is scaled by that length to keep the same meaning: the IPO
+target 1/(2β) moves to (1/2 + m)/β for the per-token average. Pairs without margins, with
+TRL's loss types, never reach this code path: `templates.to_dataset` only adds the `margin`
+column when some margin is non-zero.
+
+safealign's own loss type `ipo_sum` (`losses.OWN_LOSS_TYPES`) is IPO on summed log-ratios,
+(h - 1/(2β))², as the BFPO authors compute it; with a margin it is (h - (1/2 + m)/β)²,
+BFPO's (h - target/β)² for m = target - 1/2. TRL does not know it: `_compute_loss` hands TRL
+the other loss types (swapping `loss_types` and `loss_weights` for the call; TRL's forward
+pass, reference handling and metrics stay TRL's) and adds the `ipo_sum` term from the same
+forward pass.
 """
 
 from __future__ import annotations
@@ -55,7 +64,8 @@ from trl.trainer import dpo_trainer
 from trl.trainer import utils as trl_utils
 
 from . import io
-from .losses import LENGTH_NORMALISED
+from .errors import ConfigError
+from .losses import LENGTH_NORMALISED, OWN_LOSS_TYPES, SUMMED_IPO
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +85,8 @@ INTERNALS = (
 )
 common_prefix_length = trl_data_utils.common_prefix_length
 # Attributes DPOTrainer sets on itself in __init__ that the overrides read.
-INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "beta", "_metrics")
+INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "loss_weights", "beta",
+                       "_metrics")  # fmt: skip
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -245,9 +256,15 @@ class MarginDPOTrainer(DPOTrainer):
                 truncation_mode=args_.truncation_mode,
                 pad_to_multiple_of=args_.pad_to_multiple_of,
             )
+        own = [t for t in (args_.loss_type if args_ is not None else []) if t in OWN_LOSS_TYPES]
+        if own and (args_.ld_alpha is not None or args_.use_weighting):
+            raise ConfigError(f"train.loss_type {own[0]}: not defined with train.ld_alpha or train.use_weighting; "
+                              "remove them, or use one of TRL's loss types")  # fmt: skip
         with _reference_hash(kwargs.get("ref_model")):
             super().__init__(*args, **kwargs)
-        if self._has_margin:
+        # TRL computes its own loss types; safealign's `ipo_sum`, with this weight, is added in `_compute_loss`.
+        self._summed_ipo = sum(w for t, w in zip(self.loss_types, self.loss_weights, strict=True) if t == SUMMED_IPO)
+        if self._has_margin or own:
             # From here on the reference log-probs always travel in the batch: TRL's
             # precomputed ones, or computed per batch in `_compute_loss` below.
             self.precompute_ref_logps = True
@@ -301,25 +318,49 @@ class MarginDPOTrainer(DPOTrainer):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "margin"})
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
-        if "margin" not in inputs:
+        if "margin" not in inputs and SUMMED_IPO not in self.loss_types:
             return super()._compute_loss(model, inputs, return_outputs)
         inputs = dict(inputs)
-        margin = inputs.pop("margin")
+        margin = inputs.pop("margin", None)
         if "ref_chosen_logps" not in inputs:
             ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
-            inputs["ref_rejected_logps"] = ref_rejected
-        else:
-            ref_chosen = inputs["ref_chosen_logps"]
-        offset = margin.to(ref_chosen.device, ref_chosen.dtype) / self.beta
-        if LENGTH_NORMALISED & set(self.loss_types):
-            chosen_mask = inputs["completion_mask"].chunk(2, dim=0)[0]
-            offset = offset * chosen_mask.sum(dim=1).clamp(min=1).to(offset.dtype)
-        inputs["ref_chosen_logps"] = ref_chosen + offset
+            inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = ref_chosen, ref_rejected
+        ref_chosen = inputs["ref_chosen_logps"]
+        if margin is not None:
+            offset = margin.to(ref_chosen.device, ref_chosen.dtype) / self.beta
+            if LENGTH_NORMALISED & set(self.loss_types):
+                chosen_mask = inputs["completion_mask"].chunk(2, dim=0)[0]
+                offset = offset * chosen_mask.sum(dim=1).clamp(min=1).to(offset.dtype)
+            inputs["ref_chosen_logps"] = ref_chosen + offset
         recorder = _OutputRecorder(model)
-        result = super()._compute_loss(recorder, inputs, return_outputs)
-        if recorder.outputs is not None and self.args.ld_alpha is None:
+        with self._trl_loss_types():
+            result = super()._compute_loss(recorder, inputs, return_outputs)
+        if SUMMED_IPO in self.loss_types:
+            own = self._summed_ipo * self._summed_ipo_loss(recorder.outputs, inputs)
+            result = (result[0] + own, *result[1:]) if return_outputs else result + own
+        if margin is not None and self.args.ld_alpha is None:
             self._log_offset_free(recorder.outputs, inputs, ref_chosen)
         return result
+
+    @contextlib.contextmanager
+    def _trl_loss_types(self) -> Iterator[None]:
+        """While TRL's `_compute_loss` runs: only the loss types TRL knows (with none left, TRL's loss is 0)."""
+        types, weights = self.loss_types, self.loss_weights
+        kept = [(t, w) for t, w in zip(types, weights, strict=True) if t not in OWN_LOSS_TYPES]
+        self.loss_types, self.loss_weights = [t for t, _ in kept], [w for _, w in kept]
+        try:
+            yield
+        finally:
+            self.loss_types, self.loss_weights = types, weights
+
+    def _summed_ipo_loss(self, outputs: Any, inputs: dict[str, Any]) -> Any:
+        """`ipo_sum` from TRL's forward pass: the mean of (h - 1/(2β))² over pairs, h the difference of summed
+        log-ratios; a margin m, already added to the chosen reference as m/β, makes it (h - (1/2 + m)/β)²."""
+        seq_len = inputs["completion_mask"].size(1) - 1
+        logps = outputs.log_probs[:, -seq_len:].sum(dim=1)  # TRL's summed log-probs (no ld_alpha, refused)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        h = (chosen_logps - inputs["ref_chosen_logps"]) - (rejected_logps - inputs["ref_rejected_logps"])
+        return ((h - 1 / (2 * self.beta)) ** 2).mean()
 
     def _log_offset_free(self, outputs: Any, inputs: dict[str, Any], ref_chosen: Any) -> None:
         """Log TRL's `rewards/*` without the margin offset; keep the offset-included ones as `*_with_offset`.
