@@ -188,3 +188,26 @@ def test_a_sequence_classifier_decides_refusal_by_its_logit(refusal_judges):
     high = dataclasses.replace(cfg, judge=dataclasses.replace(cfg.judge, threshold=3.0))
     assert classify_refusals(high, DEFAULT.judge, ["Q"], ["No way!"])[0] == [False]
     assert "refusal logit > 3" in classifier_name(high)
+
+
+@pytest.mark.integration
+def test_a_run_measures_refusal_with_a_classifier_judge(tmp_path_factory, refusal_judges):
+    """eval.refusal.classifier=classifier end to end: the block names it, every answer keeps its score."""
+    import shutil
+
+    from safealign.evaluation.refusal_run import format_refusal
+    from safealign.evaluation.report import evaluate_run
+    from tests.test_evaluation import eval_settings, short_run
+
+    run = tmp_path_factory.mktemp("refusal_judge") / "run"
+    shutil.copytree(short_run(tmp_path_factory), run)
+    judge = {"path": str(refusal_judges["classifier"]), "template": "{prompt} {response}"}
+    ev = eval_settings(dimensions=["harmless"], max_pairs=4,
+                       refusal={"enabled": True, "max_prompts": 4, "max_new_tokens": 4, "classifier": "classifier",
+                                "judge": judge})  # fmt: skip
+    block = evaluate_run(run, ev)["refusal"]
+    assert block["classifier_kind"] == "classifier" and "refusal logit > 0" in block["classifier"]
+    lines = [json.loads(line) for line in (run / "refusals.jsonl").read_text().splitlines()]
+    for side in ("policy", "reference"):
+        assert [line[side]["refused"] for line in lines] == [line[side]["refusal_score"] > 0 for line in lines]
+    assert "sequence classifier" in format_refusal(block)[0]

@@ -52,7 +52,7 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig, key: str | N
                 raise EvaluationError(
                     f"{key}={cfg.path}: the checkpoint has no weights for the score head ({', '.join(missing)}); "
                     "scoring with a randomly initialised head would be meaningless. If its head has another name, "
-                    f"map it, e.g. eval.judge.{role}.key_mapping={{score_head:score}} for safe-rlhf's beaver "
+                    f"map it, e.g. {key.removesuffix('.path')}.key_mapping={{score_head:score}} for safe-rlhf's beaver "
                     "models."
                 )
             dropped = [k for k in info.get("unexpected_keys", ()) if k.split(".")[0] in ("score", "classifier")]
