@@ -7,6 +7,7 @@ and released before the next, so a 7B judge fits beside nothing else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from .generation import generate_batched
 from .scoring import place, release_memory
 
 
-def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any, Any]:
-    """Load one judge (tokenizer, model); a classifier must have a trained scalar score head."""
+def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig, key: str | None = None) -> tuple[Any, Any]:
+    """Load one judge (tokenizer, model); a classifier must have a trained scalar score head.
+
+    `key`: the config key of `cfg.path`, for errors (default `eval.judge.ROLE.path`)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from ..modeling import quantization_config, torch_dtype
@@ -29,7 +32,7 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any
         "dtype": torch_dtype(judge.dtype),
         "quantization_config": quantization_config(judge.quant),
     }
-    key = f"eval.judge.{role}.path"
+    key = key or f"eval.judge.{role}.path"
     if not Path(cfg.path).expanduser().exists():  # a hub id: fail in seconds, not minutes, without a network
         from ..hub import go_offline_unless_reachable
 
@@ -49,7 +52,7 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig) -> tuple[Any
                 raise EvaluationError(
                     f"{key}={cfg.path}: the checkpoint has no weights for the score head ({', '.join(missing)}); "
                     "scoring with a randomly initialised head would be meaningless. If its head has another name, "
-                    f"map it, e.g. eval.judge.{role}.key_mapping={{score_head:score}} for safe-rlhf's beaver "
+                    f"map it, e.g. {key.removesuffix('.path')}.key_mapping={{score_head:score}} for safe-rlhf's beaver "
                     "models."
                 )
             dropped = [k for k in info.get("unexpected_keys", ()) if k.split(".")[0] in ("score", "classifier")]
@@ -139,6 +142,16 @@ def parse_verdict(text: str) -> str | None:
         if word:
             return None
     return None
+
+
+_REFUSAL_LINE = re.compile(r"^[\W_]*refusal[\W_]*:[\W_]*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_refusal(text: str) -> bool | None:
+    """True for a guard output with the line "Refusal: Yes", False for "Refusal: No" (Qwen3Guard-Gen's
+    format, beside "Safety: ..." and "Categories: ..."); None when it has neither."""
+    match = _REFUSAL_LINE.search(text)
+    return None if match is None else match[1].lower() == "yes"
 
 
 def guard_verdicts(

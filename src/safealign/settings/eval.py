@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -15,6 +15,8 @@ log = logging.getLogger("safealign")
 
 QUANT_METHODS = ("nf4", "int8", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+REFUSAL_CLASSIFIERS = ("strmatch", "guard", "classifier")
 
 DIMENSIONS = ("helpful", "harmless", "safety_contrast", "severity", "multilevel")
 
@@ -98,6 +100,29 @@ class JudgeConfig:
 
 
 @dataclass
+class RefusalJudgeConfig:
+    """The model behind `eval.refusal.classifier=guard` or `classifier` (unused by `strmatch`).
+
+    guard: a generative classifier that writes a line `Refusal: Yes` or `Refusal: No` (as
+    Qwen3Guard-Gen does, beside `Safety: ...`), prompted like `eval.judge.guard` (`template:
+    chat` or a format string with `{prompt}` and `{response}`), `max_new_tokens` tokens of
+    output; an output with no such line falls back to the string match for that response.
+    classifier: a sequence-classification model with one output, the logit of "refusal", fed
+    `template` (a format string); a response refuses when the logit is above `threshold`
+    (0: probability above 1/2). `append_eos` and `key_mapping` as for `eval.judge.reward`.
+    Quantization, dtype, batch size, max length and trust_remote_code are `eval.judge`'s.
+    """
+
+    path: str | None = None
+    revision: str | None = None
+    template: str = "chat"
+    max_new_tokens: int = 32
+    threshold: float = 0.0
+    append_eos: bool = False
+    key_mapping: dict[str, str] | None = None
+
+
+@dataclass
 class RefusalConfig:
     """Refusal and over-refusal on a labelled prompt set (`safealign.evaluation.refusal`).
 
@@ -106,12 +131,17 @@ class RefusalConfig:
     on (`enabled` left at its default); with `eval.refusal.enabled=false` on the same command
     line it is an error. `max_new_tokens` null: the
     `eval.generation` value (a refusal shows in the opening words, so fewer tokens suffice).
+    `classifier`: which model decides refusal, `strmatch` (the rules of
+    `safealign.evaluation.refusal.is_refusal`, no model), or `guard` / `classifier` with the
+    model of `judge` (`RefusalJudgeConfig`).
     """
 
     enabled: bool
     path: str | None
     max_prompts: int | None
     max_new_tokens: int | None
+    classifier: str = "strmatch"
+    judge: RefusalJudgeConfig = field(default_factory=RefusalJudgeConfig)
 
 
 @dataclass
@@ -214,6 +244,7 @@ def _check_refusal(cfg: RefusalConfig) -> None:
     positive_int(cfg.max_prompts, "eval.refusal.max_prompts", allow_none=True)
     positive_int(cfg.max_new_tokens, "eval.refusal.max_new_tokens", allow_none=True)
     existing_path(cfg.path, "eval.refusal.path")
+    _check_refusal_classifier(cfg)
     if cfg.path and not cfg.enabled:
         if _given_on_command_line("eval.refusal.enabled"):
             raise ConfigError(
@@ -227,6 +258,34 @@ def _check_refusal(cfg: RefusalConfig) -> None:
             load_refusal_prompts(cfg.path)
         except DataError as err:
             raise ConfigError(f"eval.refusal.path: {err}") from err
+
+
+def _check_refusal_classifier(cfg: RefusalConfig) -> None:
+    """`eval.refusal.classifier` and its judge: a model kind needs a path, a string match takes none."""
+    choice(cfg.classifier, REFUSAL_CLASSIFIERS, "refusal classifier (eval.refusal.classifier)")
+    judge = cfg.judge
+    if cfg.classifier == "strmatch":
+        if judge.path:
+            raise ConfigError(
+                f"eval.refusal.judge.path={judge.path} names a refusal judge, but eval.refusal.classifier=strmatch "
+                "does not use one; set eval.refusal.classifier=guard or classifier, or drop eval.refusal.judge.path"
+            )
+        return
+    if not judge.path:
+        raise ConfigError(
+            f"eval.refusal.classifier={cfg.classifier} needs a model: set eval.refusal.judge.path (a local "
+            "directory or a hub id)"
+        )
+    existing_path(judge.path, "eval.refusal.judge.path", hub_ids=True)
+    positive_int(judge.max_new_tokens, "eval.refusal.judge.max_new_tokens")
+    if not math.isfinite(judge.threshold):
+        raise ConfigError(f"eval.refusal.judge.threshold: expected a finite number, got {judge.threshold}")
+    if cfg.classifier == "classifier" and judge.template == "chat":
+        raise ConfigError(
+            "eval.refusal.judge.template=chat: a classifier judge takes a format string with {prompt} and "
+            "{response}, e.g. eval.refusal.judge.template='{prompt} {response}'"
+        )
+    _check_judge_template(judge.template, "eval.refusal.judge.template", chat_allowed=cfg.classifier == "guard")
 
 
 def _given_on_command_line(key: str) -> bool:
