@@ -49,7 +49,7 @@ from safealign.settings import (
     ScorerConfig,
     parse_eval,
 )
-from safealign.settings.eval import RefusalConfig
+from safealign.settings.eval import RefusalConfig, RefusalJudgeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -181,7 +181,9 @@ PINNED = EvalSettings(
         guard=GuardConfig(path=None, revision=None, template="chat", max_new_tokens=10),
         quant="none", dtype="auto", batch_size=8, max_length=1024, trust_remote_code=False,
     ),
-    refusal=RefusalConfig(enabled=False, path=None, max_prompts=None, max_new_tokens=32),
+    refusal=RefusalConfig(enabled=False, path=None, max_prompts=None, max_new_tokens=32, classifier="strmatch",
+                          judge=RefusalJudgeConfig(path=None, revision=None, template="chat", max_new_tokens=32,
+                                                   threshold=0.0, append_eos=False, key_mapping=None)),
 )  # fmt: skip
 
 

@@ -338,13 +338,13 @@ def test_a_crash_late_in_judging_keeps_the_judged_chunks_and_a_rerun_does_not_du
     gens = _write(tmp_path / "g.jsonl", ROWS)
     calls = []
 
-    def failing(text):
-        calls.append(text)
-        if len(calls) == 3:
+    def failing(cfg, judge, prompts, responses):  # the second chunk fails
+        calls.append(responses)
+        if len(calls) == 2:
             raise RuntimeError("out of memory")
-        return False
+        return [False] * len(responses), [{} for _ in responses]
 
-    monkeypatch.setattr(job, "is_refusal", failing)
+    monkeypatch.setattr(job, "classify_refusals", failing)
     with pytest.raises(RuntimeError, match="out of memory"):
         judge_file(_settings(gens, "chunk=2"), tmp_path / "out")
     assert [r["response"] for r in _judged(tmp_path / "out")] == [r["response"] for r in ROWS[:2]]

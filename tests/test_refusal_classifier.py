@@ -130,9 +130,14 @@ def test_a_bad_refusal_classifier_fails_before_torch_loads():
 # --- the judges, on tiny models -----------------------------------------------------------------
 
 
+JUDGE_DEFAULTS = {"path": None, "revision": None, "template": "chat", "max_new_tokens": 32, "threshold": 0.0,
+                  "append_eos": False, "key_mapping": None}  # conf/eval/default.yaml's refusal.judge
+
+
 def _cfg(kind: str, path: Path, **judge) -> RefusalConfig:
+    judge = {**JUDGE_DEFAULTS, "path": str(path), "template": "{prompt} {response}", **judge}
     return RefusalConfig(enabled=True, path=None, max_prompts=None, max_new_tokens=8, classifier=kind,
-                         judge=RefusalJudgeConfig(path=str(path), template="{prompt} {response}", **judge))  # fmt: skip
+                         judge=RefusalJudgeConfig(**judge))
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +216,25 @@ def test_a_run_measures_refusal_with_a_classifier_judge(tmp_path_factory, refusa
     for side in ("policy", "reference"):
         assert [line[side]["refused"] for line in lines] == [line[side]["refusal_score"] > 0 for line in lines]
     assert "sequence classifier" in format_refusal(block)[0]
+
+
+@pytest.mark.integration
+def test_judge_recipe_decides_refusal_with_the_configured_classifier(tmp_path, refusal_judges):
+    """recipes/judge.py reads eval.refusal.classifier too: a classifier judge's logit, not the string match, decides,
+    and its score is kept per row (an input column of that name is kept apart)."""
+    from safealign.cli import compose
+    from safealign.jobs.judge import judge_file
+    from safealign.settings.judge import parse_judge
+
+    gens = tmp_path / "gens.jsonl"
+    rows = [{"prompt": "Q", "response": "No way!"}, {"prompt": "Q", "response": "I cannot help with that.",
+                                                      "refusal_score": 9}]  # fmt: skip
+    gens.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judge = refusal_judges["classifier"]
+    over = [f"generations={gens}", "eval.refusal.classifier=classifier", f"eval.refusal.judge.path={judge}",
+            "eval.refusal.judge.template='{prompt} {response}'"]
+    summary = judge_file(parse_judge(compose("judge", over)), tmp_path / "out")
+    judged = [json.loads(line) for line in (tmp_path / "out" / "judged.jsonl").read_text().splitlines()]
+    assert [r["refused"] for r in judged] == [True, False]  # the string match says [True, True]
+    assert [round(r["refusal_score"], 3) for r in judged] == [2.0, -1.0] and judged[1]["input_refusal_score"] == 9
+    assert "refusal logit > 0" in summary["refusal_classifier"] and summary["models"]["all"]["refusal_rate"] == 0.5

@@ -48,7 +48,8 @@ from ..bootstrap import rate_ci
 from ..errors import DataError, RunDirError
 from ..evaluation.judges import any_judge, judge_responses
 from ..evaluation.metrics import side_metrics
-from ..evaluation.refusal import is_refusal, json_objects
+from ..evaluation.refusal import json_objects
+from ..evaluation.refusal_run import classifier_name, classify_refusals
 from ..rundir import RunDir
 from ..settings.judge import JudgeSettings, parse_judge
 
@@ -60,7 +61,7 @@ NO_MODEL = "all"  # the group of a file without a `model` column
 INPUT_PREFIX = "input_"  # an input column with a verdict's name is kept under this prefix
 # Every key this recipe writes into a judged row: the refusal classifier's and judge_responses' own.
 VERDICTS = ("refused", "unsafe", "reward", "reward_unsafe", "cost", "cost_unsafe", "verdict", "guard_output",
-            "guard_unsafe")  # fmt: skip
+            "guard_unsafe", "refusal_output", "refusal_fallback", "refusal_score")  # fmt: skip
 
 
 def _json(value: Any) -> str:
@@ -159,15 +160,12 @@ def _judgeable(text: str) -> str:
 def judge_rows(settings: JudgeSettings, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`rows` with their verdicts: refusal, and each configured judge's (the judges load once per call)."""
     ev = settings.eval
-    if any_judge(ev.judge):
-        verdicts = judge_responses(
-            ev.judge, [_judgeable(r["prompt"]) for r in rows], [_judgeable(r["response"]) for r in rows]
-        )
-    else:
-        verdicts = [{"unsafe": None} for _ in rows]
+    prompts, responses = [_judgeable(r["prompt"]) for r in rows], [_judgeable(r["response"]) for r in rows]
+    verdicts = judge_responses(ev.judge, prompts, responses) if any_judge(ev.judge) else [{"unsafe": None}] * len(rows)
+    refused, how = classify_refusals(ev.refusal, ev.judge, prompts, responses)  # eval.refusal.classifier
     return [
-        {**row, "refused": is_refusal(row["response"]), **{k: x for k, x in v.items() if k != "response"}}
-        for row, v in zip(rows, verdicts, strict=True)
+        {**row, "refused": r, **h, **{k: x for k, x in v.items() if k != "response"}}
+        for row, r, h, v in zip(rows, refused, how, verdicts, strict=True)
     ]
 
 
@@ -228,7 +226,7 @@ def judge_file(settings: JudgeSettings, out_dir: str | Path, cfg: Any = None) ->
         summary = {
             "generations": str(settings.generations),
             "judges": {role: getattr(ev.judge, role).path for role in ("reward", "cost", "guard")},
-            "refusal_classifier": "string match (safealign.evaluation.refusal.is_refusal)",
+            "refusal_classifier": classifier_name(ev.refusal),
             "ci": {
                 "level": 0.95,
                 "method": "percentile bootstrap over rows",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
@@ -113,13 +113,13 @@ class RefusalJudgeConfig:
     Quantization, dtype, batch size, max length and trust_remote_code are `eval.judge`'s.
     """
 
-    path: str | None = None
-    revision: str | None = None
-    template: str = "chat"
-    max_new_tokens: int = 32
-    threshold: float = 0.0
-    append_eos: bool = False
-    key_mapping: dict[str, str] | None = None
+    path: str | None
+    revision: str | None
+    template: str
+    max_new_tokens: int
+    threshold: float
+    append_eos: bool
+    key_mapping: dict[str, str] | None
 
 
 @dataclass
@@ -140,8 +140,8 @@ class RefusalConfig:
     path: str | None
     max_prompts: int | None
     max_new_tokens: int | None
-    classifier: str = "strmatch"
-    judge: RefusalJudgeConfig = field(default_factory=RefusalJudgeConfig)
+    classifier: str
+    judge: RefusalJudgeConfig
 
 
 @dataclass
