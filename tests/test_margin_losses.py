@@ -109,6 +109,14 @@ def test_summed_ipo_refuses_ld_alpha(tiny_path, tmp_path):
                          peft_config=LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))  # fmt: skip
 
 
+@pytest.mark.parametrize("extra", ["+train.ld_alpha=0.5", "+train.use_weighting=true"])
+def test_summed_ipo_with_ld_alpha_or_weighting_is_refused_before_anything_loads(extra):
+    from safealign.settings import parse_train
+
+    with pytest.raises(ConfigError, match=r"train.loss_type ipo_sum: not defined with train.ld_alpha"):
+        parse_train(compose("dpo", ["objective=bfpo", extra]))
+
+
 @pytest.mark.integration
 def test_bfpo_learns(tmp_path):
     from safealign.jobs.dpo import run as dpo

@@ -47,6 +47,15 @@ def has_margin(objective: str, options: Mapping[str, Any]) -> bool:
     return objective in REQUIRED_LOSS or any(options.get(k) for k in MARGIN_OPTIONS)
 
 
+def check_own_losses(loss_types: Sequence[str], ld_alpha: Any = None, use_weighting: Any = False) -> None:
+    """safealign's own loss types (`ipo_sum`) are computed from TRL's summed log-probs: not with the
+    length-desensitised (`ld_alpha`) or weighted (`use_weighting`) variants TRL applies to its own."""
+    own = [t for t in loss_types if t in OWN_LOSS_TYPES]
+    if own and (ld_alpha is not None or use_weighting):
+        raise ConfigError(f"train.loss_type {own[0]}: not defined with train.ld_alpha or train.use_weighting; "
+                          "remove them, or use one of TRL's loss types")  # fmt: skip
+
+
 def check_margins(
     objective: str, options: Mapping[str, Any], loss_types: Sequence[str], f_divergence: str = "reverse_kl"
 ) -> None:

@@ -64,8 +64,7 @@ from trl.trainer import dpo_trainer
 from trl.trainer import utils as trl_utils
 
 from . import io
-from .errors import ConfigError
-from .losses import LENGTH_NORMALISED, OWN_LOSS_TYPES, SUMMED_IPO
+from .losses import LENGTH_NORMALISED, OWN_LOSS_TYPES, SUMMED_IPO, check_own_losses
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +255,13 @@ class MarginDPOTrainer(DPOTrainer):
                 truncation_mode=args_.truncation_mode,
                 pad_to_multiple_of=args_.pad_to_multiple_of,
             )
-        own = [t for t in (args_.loss_type if args_ is not None else []) if t in OWN_LOSS_TYPES]
-        if own and (args_.ld_alpha is not None or args_.use_weighting):
-            raise ConfigError(f"train.loss_type {own[0]}: not defined with train.ld_alpha or train.use_weighting; "
-                              "remove them, or use one of TRL's loss types")  # fmt: skip
+        if args_ is not None:  # checked with the settings too; here for direct use of this trainer
+            check_own_losses(args_.loss_type, args_.ld_alpha, args_.use_weighting)
         with _reference_hash(kwargs.get("ref_model")):
             super().__init__(*args, **kwargs)
         # TRL computes its own loss types; safealign's `ipo_sum`, with this weight, is added in `_compute_loss`.
         self._summed_ipo = sum(w for t, w in zip(self.loss_types, self.loss_weights, strict=True) if t == SUMMED_IPO)
-        if self._has_margin or own:
+        if self._has_margin or SUMMED_IPO in self.loss_types:
             # From here on the reference log-probs always travel in the batch: TRL's
             # precomputed ones, or computed per batch in `_compute_loss` below.
             self.precompute_ref_logps = True

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, read_write
 
 from .. import objectives
 from ..errors import ConfigError, unknown_key, unknown_name
-from ..losses import check_margins
+from ..losses import check_margins, check_own_losses
 from ..pairs import Filters
 from ..templates import TEMPLATES
 from .adapter import adapter_dir, check_adapter
@@ -161,6 +161,7 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
     check_preset(cfg)  # before the groups: a required (???) model.adapter, a contradicted preset
     s = _parse_training(cfg, "DPOConfig", TOP_LEVEL)
     check_margins(s.objective, s.options, s.train["loss_type"], s.train.get("f_divergence_type", "reverse_kl"))
+    check_own_losses(s.train["loss_type"], s.train.get("ld_alpha"), s.train.get("use_weighting", False))
     if s.objective == "modpo":  # the margin run: finished, with an adapter, on this base model
         check_margin_run(s.options["margin_run"], s.model)
     ev = parse_eval(cfg.get("eval"))
