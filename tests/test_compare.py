@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -225,15 +226,19 @@ def test_not_a_sweep_is_a_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Configurations: seeds grouped, bootstrap CIs, differences from a baseline (summary.csv / .md)
+# Configurations: seeds grouped, 95% CIs, differences from a baseline (summary.csv / .md)
 # ----------------------------------------------------------------------------------------------
 
 PAIR_IDS = [f"pair{i:03d}" for i in range(120)]
 
 
-def seed_run(sweep: Path, num: int, overrides: list[str], p: dict[str, float], seed: int, pairs: bool = True) -> Path:
+def seed_run(
+    sweep: Path, num: int, overrides: list[str], p: dict[str, float], seed: int, pairs: bool = True,
+    ids: list[str] | None = None, outcome: Any = None,
+) -> Path:  # fmt: skip
     """A finished, evaluated run of `train.seed=seed` whose outcome on each pair is drawn with
-    probability p[dim] (0.6 for dimensions not in `p`), with eval_pairs.json unless `pairs` is false."""
+    probability p[dim] (0.6 for dimensions not in `p`), with eval_pairs.json unless `pairs` is false.
+    `ids`: the pairs it holds (default all of PAIR_IDS); `outcome(pair_id)`: a fixed outcome instead."""
     import numpy as np
 
     overrides = [*overrides, f"train.seed={seed}"]
@@ -241,12 +246,15 @@ def seed_run(sweep: Path, num: int, overrides: list[str], p: dict[str, float], s
     (run / "config.yaml").write_text(yaml.safe_dump({"objective": {"name": overrides[0].split("=")[1]},
                                                      "train": {"seed": seed}}))  # fmt: skip
     rng = np.random.default_rng(1000 * num + seed)
-    outcomes = {d: (rng.random(len(PAIR_IDS)) < p.get(d, 0.6)).astype(float).tolist() for d in DIMENSIONS}
+    ids = PAIR_IDS if ids is None else ids
+    outcomes = {d: (rng.random(len(ids)) < p.get(d, 0.6)).astype(float).tolist() for d in DIMENSIONS}
+    if outcome is not None:
+        outcomes = {d: [float(outcome(i)) for i in ids] for d in DIMENSIONS}
     dims = {d: {"accuracy": float(np.mean(o)), "margin": 0.1, "reference_accuracy": 0.55} for d, o in outcomes.items()}
     (run / "eval.json").write_text(json.dumps({"dimensions": dims}))
     if pairs:
         (run / "eval_pairs.json").write_text(
-            json.dumps({"dimensions": {d: {"ids": PAIR_IDS, "outcomes": o} for d, o in outcomes.items()}})
+            json.dumps({"dimensions": {d: {"ids": ids, "outcomes": o} for d, o in outcomes.items()}})
         )
     return run
 
@@ -373,14 +381,74 @@ def test_quote_baseline_for_hydra():
     assert quote_baseline(["baseline='objective=a train.beta=1'"]) == ["baseline='objective=a train.beta=1'"]
 
 
-def test_few_resamples_never_crash_the_plot(seed_sweep):
-    """With 2 resamples a percentile CI often misses its own estimate: the error bars are clipped, not negative."""
-    compare(seed_sweep, resamples=2, seed=0)  # matplotlib refused a negative error bar here before
-    rows = summary_rows(seed_sweep)
-    outside = [(r, d) for r in rows for d in DIMENSIONS
-               if not float(r[f"{d}_ci_low"]) <= float(r[f"{d}_accuracy"]) <= float(r[f"{d}_ci_high"])]  # fmt: skip
-    assert outside, "the case under test: an estimate outside its own CI"
+def test_compare_bootstrap_no_longer_changes_the_intervals(seed_sweep):
+    """compare.bootstrap is still accepted, but no interval resamples: 2 gives what 1000 gives."""
+    compare(seed_sweep, baseline="objective=helpful")
+    default = (seed_sweep / "summary.csv").read_text()
+    compare(seed_sweep, baseline="objective=helpful", resamples=2, seed=5)  # a negative error bar crashed here once
+    assert (seed_sweep / "summary.csv").read_text() == default
     assert (seed_sweep / "comparison.png").read_bytes().startswith(PNG)
+
+
+def all_inside(rows: list[dict[str, str]]) -> None:
+    """Every accuracy and every difference shown lies inside its own interval (summary.csv)."""
+    for r in rows:
+        for d in DIMENSIONS:
+            assert float(r[f"{d}_ci_low"]) <= float(r[f"{d}_accuracy"]) <= float(r[f"{d}_ci_high"]), (r, d)
+            if r.get(f"{d}_diff"):
+                assert float(r[f"{d}_diff_ci_low"]) <= float(r[f"{d}_diff"]) <= float(r[f"{d}_diff_ci_high"]), (r, d)
+
+
+def test_seeds_holding_different_pairs(tmp_path, caplog):
+    """Accuracy, CI and Δ on the same pairs (those every seed holds); the note counts the pairs left out."""
+    sweep = tmp_path / "uneven"
+    # helpful: seed 1 holds pairs 0-99, seed 2 pairs 10-119, seed 3 all: 90 shared, 30 left out. Every
+    # pair outside 10-99 is right and few inside are, so each run's own accuracy (eval.json) is far
+    # above the accuracy on the shared pairs: the old summary showed their mean, outside its CI.
+    def hard(pid: str) -> bool:
+        return not 10 <= int(pid[4:]) < 100 or int(pid[4:]) % 10 == 0
+
+    for k, (seed, ids) in enumerate(((1, PAIR_IDS[:100]), (2, PAIR_IDS[10:]), (3, PAIR_IDS))):
+        seed_run(sweep, k, ["objective=helpful"], {}, seed, ids=ids, outcome=hard)
+    for k, seed in enumerate((1, 2, 3)):
+        seed_run(sweep, 3 + k, ["objective=harmless"], {"harmless": 0.9}, seed)
+    with caplog.at_level("WARNING", logger="safealign"):
+        compare(sweep, baseline="objective=harmless")
+    rows = summary_rows(sweep)
+    all_inside(rows)
+    helpful, harmless = rows
+    assert float(helpful["helpful_accuracy"]) == pytest.approx(9 / 90)  # 10, 20, ..., 90 of pairs 10-99
+    assert helpful["helpful_pairs"] == "90" and harmless["helpful_pairs"] == "120"
+    runs = [accuracies(sweep / str(k))["helpful"] for k in range(3)]
+    assert min(runs) > float(helpful["helpful_ci_high"])  # what the old accuracy column showed: outside
+    md = (sweep / "summary.md").read_text()
+    left = ", ".join(f"{d} 30 of 120" for d in DIMENSIONS)
+    assert f"Note: objective=helpful: its seeds hold different held-out pairs; accuracy, CI and Δ use the pairs " \
+        f"all of them hold, leaving out {left}." in md  # fmt: skip
+    assert "Note: objective=helpful: Δ uses only the pairs it shares with the baseline: helpful 90 (its accuracy " \
+        "90, the baseline's 120); harmless 90 (" in md  # fmt: skip
+    assert "objective=harmless: its seeds" not in md
+    assert "leaving out helpful 30 of 120" in caplog.text
+    _, table = md_table(md)
+    for row in table:  # the Markdown shows the same: every accuracy inside its own interval
+        for cell in row[2:]:
+            value, low, high = (float(x) for x in re.findall(r"[+-]?\d\.\d{3}", cell))
+            assert low <= value <= high
+    assert (sweep / "comparison.png").read_bytes().startswith(PNG)
+
+
+def test_a_small_dimension_all_right_is_not_certain(tmp_path):
+    """15 of 15 pairs right (one seed, or three that agree): about [0.80, 1], never [1, 1]."""
+    sweep = tmp_path / "small"
+    for k, seed in enumerate((1, 2, 3)):
+        seed_run(sweep, k, ["objective=helpful"], {}, seed, ids=PAIR_IDS[:15], outcome=lambda _: 1.0)
+    seed_run(sweep, 3, ["objective=harmless"], {}, 1, ids=PAIR_IDS[:15], outcome=lambda _: 1.0)
+    compare(sweep, baseline="objective=harmless")
+    for row in summary_rows(sweep):
+        assert float(row["severity_accuracy"]) == 1.0 and float(row["severity_ci_high"]) == 1.0
+        assert float(row["severity_ci_low"]) == pytest.approx(0.796, abs=1e-3)
+    diff = summary_rows(sweep)[0]  # 15/15 against 15/15: 0, but not certainly 0
+    assert float(diff["severity_diff"]) == 0 and float(diff["severity_diff_ci_low"]) < -0.15
 
 
 def test_error_bars_are_clipped_at_zero(tmp_path):
@@ -394,12 +462,11 @@ def test_error_bars_are_clipped_at_zero(tmp_path):
     assert (tmp_path / "p.png").read_bytes().startswith(PNG)
 
 
-@pytest.mark.parametrize("resamples", [2, 199])
-def test_too_few_resamples_are_refused(seed_sweep, resamples):
+def test_bootstrap_key_is_still_checked(seed_sweep):
     from safealign.cli import compose
     from safealign.jobs.compare import run
 
-    cfg = compose("compare", [f"sweep_dir={seed_sweep}", f"bootstrap={resamples}"])
-    with pytest.raises(ConfigError, match=rf"^bootstrap={resamples}: expected at least 200 resamples; the 95% CI"):
-        run(cfg)
-    assert not (seed_sweep / "summary.csv").exists()
+    run(compose("compare", [f"sweep_dir={seed_sweep}", "bootstrap=2"]))  # accepted: nothing resamples
+    assert (seed_sweep / "summary.csv").exists()
+    with pytest.raises(ConfigError, match=r"^bootstrap: expected an integer >= 1, got 0"):
+        run(compose("compare", [f"sweep_dir={seed_sweep}", "bootstrap=0"]))

@@ -487,8 +487,8 @@ def test_eval_json_is_written_and_well_formed(harmless_run, harmless_eval):
     assert on_disk["data"]["rows"] == 64
     assert not list(harmless_run.glob(".eval.json.*"))  # no temporary file left
     pairs = json.loads((harmless_run / "eval_pairs.json").read_text())["dimensions"]
-    for name, dim in on_disk["dimensions"].items():  # a bootstrap CI around every accuracy, from its pairs
-        assert dim["ci_low"] <= dim["accuracy"] <= dim["ci_high"] and dim["bootstrap"] == 1000
+    for name, dim in on_disk["dimensions"].items():  # a CI around every accuracy, from its pairs
+        assert dim["ci_low"] <= dim["accuracy"] <= dim["ci_high"] and dim["ci_method"] == "wilson"
         outcomes = pairs[name]["outcomes"]
         assert len(pairs[name]["ids"]) == len(outcomes) == dim["pairs"]
         assert sum(outcomes) / len(outcomes) == pytest.approx(dim["accuracy"])

@@ -174,7 +174,7 @@ def test_judging_without_a_judge_reports_refusal_by_model(tmp_path):
     assert json.loads((tmp_path / "out" / "judge_summary.json").read_text()) == json.loads(json.dumps(summary))
     base, safe = summary["models"]["base"], summary["models"]["safe"]
     assert (base["n"], base["refusal_rate"], safe["refusal_rate"]) == (2, 0.5, 1.0)
-    assert safe["refusal_rate_ci"] == [1.0, 1.0] and base["harmless_rate"] is None
+    assert safe["refusal_rate_ci"][0] < 1.0 == safe["refusal_rate_ci"][1] and base["harmless_rate"] is None  # Wilson
     assert summary["ci"]["resamples"] == 1000
 
 

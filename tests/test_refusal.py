@@ -158,7 +158,7 @@ def test_rate_interval_holds_the_mean_and_shrinks_with_more_prompts():
     large = rate_ci([True, False] * 500, 1000, seed=1)
     assert small[0] <= 0.5 <= small[1] and large[0] <= 0.5 <= large[1]
     assert large[1] - large[0] < small[1] - small[0]
-    assert rate_ci([True] * 5, 1000, 0) == [1.0, 1.0] and rate_ci([], 1000, 0) is None
+    assert rate_ci([True] * 5, 1000, 0)[0] < 1.0 and rate_ci([], 1000, 0) is None  # Wilson: 5 of 5 is not certain
     assert rate_ci([True, False] * 10, 1000, seed=1) == small  # seeded
 
 

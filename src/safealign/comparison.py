@@ -165,9 +165,9 @@ def _save_figure(fig: Any, path: Path) -> None:
 def _error(row: dict[str, Any], dim: str) -> list[list[float]] | None:
     """Matplotlib's asymmetric error bar ([below], [above]) from the CI columns; None without a CI.
 
-    Each length is clipped at 0: a percentile CI need not contain its point estimate (with few
-    resamples, or a skewed bootstrap distribution), and matplotlib refuses a negative length. A
-    NaN bound (`percentile_ci` of NaN replicates) draws no bar on that side."""
+    The intervals of summary.csv contain their accuracy by construction; each length is still
+    clipped at 0 (matplotlib refuses a negative length), for a summary.csv written by an older
+    version. A NaN bound (a diverged run) draws no bar on that side."""
     acc, low, high = row[f"{dim}_accuracy"], row[f"{dim}_ci_low"], row[f"{dim}_ci_high"]
     if low is None or high is None:
         return None
@@ -257,7 +257,9 @@ def compare(
     sweep_dir: str | Path, baseline: str | None = None, resamples: int = 1000, seed: int = 0
 ) -> list[RunSummary]:
     """Write COMPARISON_FILES in `sweep_dir`: one row per run (comparison.*), one per configuration
-    with bootstrap CIs, and differences from `baseline` when given (summary.*), and the plots."""
+    with 95% CIs, and differences from `baseline` when given (summary.*), and the plots.
+    `resamples` and `seed` (compare.bootstrap, compare.seed) no longer change anything: every
+    interval is a closed-form score interval (README "Confidence intervals")."""
     sweep_dir = Path(sweep_dir)
     summaries = collect(sweep_dir)
     configs, varied = configurations(summaries)
@@ -266,9 +268,9 @@ def compare(
     io.write_text(sweep_dir / "comparison.csv", df.to_csv(index=False))
     markdown = to_markdown(summaries, df)
     io.write_text(sweep_dir / "comparison.md", markdown)
-    summary = summary_table(configs, varied, base, resamples, seed)
+    summary = summary_table(configs, varied, base)
     io.write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
-    summary_md = summary_markdown(summary, varied, baseline, resamples)
+    summary_md = summary_markdown(summary, varied, baseline)
     io.write_text(sweep_dir / "summary.md", summary_md)
     plot_tradeoff(
         summary.to_dict("records"),

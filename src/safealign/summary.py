@@ -1,11 +1,13 @@
-"""A sweep's configurations: runs that differ only in `train.seed`, with bootstrap CIs and
+"""A sweep's configurations: runs that differ only in `train.seed`, with 95% intervals and
 differences from a baseline configuration (`summary.csv`, `summary.md`).
 
 Why: one seed's accuracy on a small held-out split is a point estimate whose noise nobody
-sees. Grouping the seeds of a configuration and resampling both seeds and held-out pairs
-(`safealign.bootstrap`) says how far a difference between objectives can be trusted. The
-per-pair outcomes come from each run's `eval_pairs.json`; runs evaluated before it existed
-still get their mean accuracy, with the CI columns left empty.
+sees. Grouping the seeds of a configuration and taking both seeds and held-out pairs into
+account (`safealign.bootstrap`) says how far a difference between objectives can be trusted.
+The per-pair outcomes come from each run's `eval_pairs.json`; accuracy, interval and
+difference are all computed on the same pairs (those every seed holds), so an accuracy always
+lies inside its own interval. Runs evaluated before `eval_pairs.json` existed still get their
+mean accuracy, with the CI columns left empty.
 """
 
 from __future__ import annotations
@@ -169,7 +171,16 @@ def _run_pairs(run: RunSummary, dim: str) -> dict[tuple[str, int], float] | None
     return out
 
 
-def _matrix(config: Configuration, dim: str) -> tuple[list[tuple[str, int]], np.ndarray] | None:
+@dataclass
+class Outcomes:
+    """One configuration's seeds x pairs outcomes on one dimension, over the pairs every seed holds."""
+
+    keys: list[tuple[str, int]]
+    matrix: np.ndarray
+    left_out: int  # pairs that some seed holds and another does not
+
+
+def _matrix(config: Configuration, dim: str) -> Outcomes | None:
     """Seeds x pairs outcomes over the pairs every seed holds; None when a run lacks them."""
     per_run = [_run_pairs(run, dim) for run in config.evaluated]
     if not per_run or any(p is None or not p for p in per_run):
@@ -177,9 +188,8 @@ def _matrix(config: Configuration, dim: str) -> tuple[list[tuple[str, int]], np.
     shared = [k for k in per_run[0] if all(k in p for p in per_run[1:])]
     if not shared:
         return None
-    if any(len(p) != len(shared) for p in per_run):
-        log.warning("%s: the seeds hold different held-out pairs; the CI uses the %d they share", dim, len(shared))
-    return shared, np.array([[p[k] for k in shared] for p in per_run])
+    union = set().union(*per_run)
+    return Outcomes(shared, np.array([[p[k] for k in shared] for p in per_run]), len(union) - len(shared))
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -199,35 +209,45 @@ EXTRA_METRICS = {  # column -> where in eval.json; a column only when some run m
 }
 
 
-def summary_table(
-    configs: Sequence[Configuration],
-    varied: Sequence[str],
-    baseline: Configuration | None,
-    resamples: int,
-    seed: int,
-) -> Any:
-    """One row per configuration (see the module docstring and README "Confidence intervals")."""
+def summary_table(configs: Sequence[Configuration], varied: Sequence[str], baseline: Configuration | None) -> Any:
+    """One row per configuration (see the module docstring and README "Confidence intervals"); the
+    notes for summary.md (seeds holding different pairs, differences on fewer pairs) in `.attrs["notes"]`."""
     import pandas as pd
 
-    rows, missing = [], set()
+    rows, missing, notes = [], set(), []
     matrices = {(id(c), d): _matrix(c, d) for c in configs for d in DIMENSIONS}
     for config in configs:
         runs = config.evaluated
         row: dict[str, Any] = {"objective": config.objective, **{k: config.overrides.get(k) for k in varied}}
         row["seeds"] = " ".join("?" if s is None else str(s) for s in config.seeds)
+        left_out: list[str] = []  # "<dim> 30 of 120": pairs some seed holds and another does not
+        fewer: list[str] = []  # dimensions whose Δ uses fewer pairs than an accuracy
         for dim in DIMENSIONS:
             row[f"{dim}_accuracy"] = _mean([r.accuracy(dim) for r in runs])
-            row[f"{dim}_ci_low"] = row[f"{dim}_ci_high"] = None
+            row[f"{dim}_ci_low"] = row[f"{dim}_ci_high"] = row[f"{dim}_pairs"] = None
             got = matrices[(id(config), dim)]
-            if got is not None:
-                _, row[f"{dim}_ci_low"], row[f"{dim}_ci_high"] = mean_ci(got[1], resamples, seed)
+            if got is not None:  # accuracy and CI from the same pairs: the point lies inside its interval
+                row[f"{dim}_accuracy"], row[f"{dim}_ci_low"], row[f"{dim}_ci_high"] = mean_ci(got.matrix)
+                row[f"{dim}_pairs"] = len(got.keys)
+                if got.left_out:
+                    left_out.append(f"{dim} {got.left_out} of {len(got.keys) + got.left_out}")
             elif row[f"{dim}_accuracy"] is not None:
                 missing.add(dim)
             if baseline is not None:
-                row.update(_diff_columns(dim, config, baseline, matrices, resamples, seed))
+                row.update(_diff_columns(dim, config, baseline, matrices, fewer))
         for column, path in EXTRA_METRICS.items():
             row[column] = _mean([_dig(r.evaluation, *path) for r in runs])
         rows.append(row)
+        if left_out:
+            notes.append(
+                f"{config.describe(varied)}: its seeds hold different held-out pairs; accuracy, CI and Δ use the "
+                f"pairs all of them hold, leaving out {', '.join(left_out)}."
+            )
+        if fewer:
+            notes.append(
+                f"{config.describe(varied)}: Δ uses only the pairs it shares with the baseline: {'; '.join(fewer)}; "
+                "so Δ need not equal the difference of the accuracies shown."
+            )
     df = pd.DataFrame(rows)
     for column in EXTRA_METRICS:
         if column in df and df[column].isna().all():
@@ -237,27 +257,40 @@ def summary_table(
             "no CI for some runs (no %s: evaluated before it existed); recipes/evaluate.py run_dir=SWEEP_DIR "
             "writes it", RunDir.EVAL_PAIRS,
         )  # fmt: skip
-    return df.replace({np.nan: None})
+    for note in notes:
+        log.warning("%s", note)
+    out = df.replace({np.nan: None})
+    out.attrs["notes"] = notes
+    return out
 
 
 def _diff_columns(
-    dim: str, config: Configuration, baseline: Configuration, matrices: Mapping, resamples: int, seed: int
+    dim: str, config: Configuration, baseline: Configuration, matrices: Mapping, fewer: list[str]
 ) -> dict[str, float | None]:
-    """`dim`'s difference from the baseline, with a paired bootstrap CI over the pairs both hold."""
+    """`dim`'s difference from the baseline, with a paired (Newcombe/MOVER) interval over the pairs both hold."""
     out: dict[str, float | None] = dict.fromkeys(f"{dim}_{c}" for c in DIFF_COLUMNS)
+    if config is baseline:  # the baseline against itself: 0, exactly
+        if matrices[(id(config), dim)] is not None:
+            out.update(dict.fromkeys(out, 0.0))
+        else:
+            out[f"{dim}_diff"] = None if _mean([r.accuracy(dim) for r in config.evaluated]) is None else 0.0
+        return out
     mine, theirs = matrices[(id(config), dim)], matrices[(id(baseline), dim)]
     if mine is None or theirs is None:
         acc = [_mean([r.accuracy(dim) for r in c.evaluated]) for c in (config, baseline)]
         out[f"{dim}_diff"] = None if None in acc else acc[0] - acc[1]
         return out
-    at = {k: i for i, k in enumerate(theirs[0])}
-    shared = [(i, at[k]) for i, k in enumerate(mine[0]) if k in at]
+    at = {k: i for i, k in enumerate(theirs.keys)}
+    shared = [(i, at[k]) for i, k in enumerate(mine.keys) if k in at]
     if not shared:
         log.warning("%s: %s shares no held-out pair with the baseline", dim, config.describe([]))
+        fewer.append(f"{dim} none, so no Δ")
         return out
+    if len(shared) < max(len(mine.keys), len(theirs.keys)):
+        fewer.append(f"{dim} {len(shared)} (its accuracy {len(mine.keys)}, the baseline's {len(theirs.keys)})")
     cols_a, cols_b = (list(c) for c in zip(*shared, strict=True))
     paired = config.seeds == baseline.seeds  # both sorted by seed: row i is the same seed on both sides
-    diff, low, high = paired_diff_ci(mine[1][:, cols_a], theirs[1][:, cols_b], resamples, seed, paired)
+    diff, low, high = paired_diff_ci(mine.matrix[:, cols_a], theirs.matrix[:, cols_b], paired)
     out.update({f"{dim}_diff": diff, f"{dim}_diff_ci_low": low, f"{dim}_diff_ci_high": high})
     return out
 
@@ -277,8 +310,9 @@ def _interval(value: Any, low: Any, high: Any, signed: bool = False) -> str:
     return f"{text} [{low:.3f}, {high:.3f}]{star}" if not signed else f"{text} [{low:+.3f}, {high:+.3f}]{star}"
 
 
-def summary_markdown(df: Any, varied: Sequence[str], baseline: str | None, resamples: int) -> str:
-    """summary.md: accuracy [95% CI] per dimension, and the difference from the baseline when given."""
+def summary_markdown(df: Any, varied: Sequence[str], baseline: str | None) -> str:
+    """summary.md: accuracy [95% CI] per dimension, the difference from the baseline when given, and
+    the notes of `summary_table` (seeds holding different pairs)."""
     import pandas as pd
 
     shown = []
@@ -296,12 +330,16 @@ def summary_markdown(df: Any, varied: Sequence[str], baseline: str | None, resam
         shown.append(cells)
     text = pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True) if shown else "(no runs)"
     legend = (
-        f"Held-out preference accuracy, mean over the seeds, with a 95% percentile bootstrap CI ({resamples} "
-        "resamples of the seeds and, shared by the drawn seeds, of the held-out pairs)."
+        "Held-out preference accuracy, pooled over the seeds on the pairs every seed holds (ties count 1/2), with a "
+        "95% score interval: Wilson for one seed; for several, Wilson with an effective number of pairs from the "
+        'seeds x pairs design effect and a t quantile (README "Confidence intervals").'
     )
     if baseline is not None:
         legend += (
-            f" Δ: difference from the baseline ({baseline}), paired bootstrap over the held-out pairs both hold "
-            "(seeds paired by value when both ran the same seeds); * the CI excludes 0."
+            f" Δ: difference from the baseline ({baseline}) over the held-out pairs both hold, with a paired "
+            "Newcombe (MOVER) interval (seeds paired by value when both ran the same seeds); * the CI excludes 0."
         )
+    notes = list(getattr(df, "attrs", {}).get("notes") or [])
+    if notes:
+        legend += "\n\nNote: " + "\n\nNote: ".join(notes)
     return f"{text}\n\n{legend}\n"

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..bootstrap import LEVEL, mean_ci
+from ..bootstrap import LEVEL, WILSON, mean_ci
 from ..settings import JudgeConfig
 from .dimensions import Dimension, EvalPair, Units
 
@@ -78,11 +78,13 @@ def _finite(value: float) -> float | None:
 def dimension_metrics(
     dim: Dimension, scores: Mapping[int, Any], beta: float, bootstrap: int, seed: int
 ) -> dict[str, Any]:
-    """Accuracy with its bootstrap CI over the pairs (`bootstrap` resamples, seeded), mean margin
-    and the reference baseline, overall and by harm category and rejected level."""
+    """Accuracy with its 95% Wilson score interval over the pairs (ties count 1/2 in k; README
+    "Confidence intervals"), mean margin and the reference baseline, overall and by harm category
+    and rejected level. `bootstrap` and `seed` (eval.bootstrap, eval.seed) no longer change the
+    interval: nothing is resampled."""
     scored = _scored_pairs(dim, scores, beta)
     wins = [_win(s.chosen_reward - s.rejected_reward) for _, s in scored]
-    _, low, high = mean_ci(wins, bootstrap, seed) if wins else (None, math.nan, math.nan)
+    _, low, high = mean_ci(wins) if wins else (None, math.nan, math.nan)
     dropped = dict(dim.dropped)
     if len(scored) < len(dim.pairs):
         dropped["prompt_too_long"] = len(dim.pairs) - len(scored)
@@ -97,7 +99,7 @@ def dimension_metrics(
         "ci_low": _finite(low),
         "ci_high": _finite(high),
         "ci_level": LEVEL,
-        "bootstrap": bootstrap,
+        "ci_method": WILSON,
         "available": dim.available,
         "dropped": dict(sorted(dropped.items())),
         "by_category": {k: _stats(v) for k, v in sorted(by_category.items(), key=lambda kv: (-len(kv[1]), kv[0]))},
@@ -112,7 +114,7 @@ def pair_id(prompt: str, chosen: str, rejected: str) -> str:
 
 def pair_outcomes(dim: Dimension, scores: Mapping[int, Any], beta: float, units: Units) -> dict[str, list[Any]]:
     """Each scored pair's id and outcome (1 right, 0 wrong, 1/2 tie, None for NaN), in `eval_pairs.json`
-    for paired bootstraps across runs (`recipes/compare.py`)."""
+    for paired intervals across runs (`recipes/compare.py`)."""
     ids, outcomes = [], []
     for p, s in _scored_pairs(dim, scores, beta):
         prompt, a, b = units.keys[p.unit]

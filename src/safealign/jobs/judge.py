@@ -44,7 +44,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .. import io
-from ..bootstrap import rate_ci
+from ..bootstrap import PERCENTILE, WILSON, bootstrap_mean_ci, rate_ci
 from ..errors import DataError, RunDirError
 from ..evaluation.judges import any_judge, judge_responses
 from ..evaluation.metrics import side_metrics
@@ -128,11 +128,14 @@ def _keep_input_columns(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_ci(out: dict[str, Any], key: str, values: Sequence[float], resamples: int, seed: int) -> None:
-    out[f"{key}_ci"] = rate_ci(values, resamples, seed)
+    """`key`_ci: a rate's Wilson interval, a mean's (reward, cost) percentile bootstrap CI."""
+    rate = key.endswith("_rate")
+    out[f"{key}_ci"] = rate_ci(values) if rate else bootstrap_mean_ci(values, resamples, seed)
 
 
 def group_summary(records: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
-    """n, harmless rate, refusal rate, mean reward and mean cost of one model's rows, with 95% bootstrap CIs."""
+    """n, harmless rate, refusal rate, mean reward and mean cost of one model's rows, with 95% CIs
+    (rates: Wilson; means: percentile bootstrap)."""
     metrics = side_metrics(records)
     refused = [r["refused"] for r in records]
     out: dict[str, Any] = {
@@ -229,7 +232,7 @@ def judge_file(settings: JudgeSettings, out_dir: str | Path, cfg: Any = None) ->
             "refusal_classifier": classifier_name(ev.refusal),
             "ci": {
                 "level": 0.95,
-                "method": "percentile bootstrap over rows",
+                "method": f"rates: {WILSON} score interval; mean reward and cost: {PERCENTILE} over rows",
                 "resamples": settings.resamples,
                 "seed": ev.seed,
             },
