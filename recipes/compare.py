@@ -3,7 +3,7 @@
     python recipes/compare.py sweep_dir=DIR [baseline=objective=helpful]
 
 writes DIR/comparison.csv, DIR/comparison.md (one row per run), DIR/summary.csv, DIR/summary.md
-(one row per configuration: the seeds of `train.seed=1,2,3` grouped, 95% bootstrap CIs, and with
+(one row per configuration: the seeds of `train.seed=1,2,3` grouped, 95% CIs, and with
 `baseline` each configuration's difference from it), DIR/comparison.png (helpful vs harmless
 accuracy with CI error bars and the Pareto front) and DIR/curves.png (training loss and reward accuracy).
 The job itself: src/safealign/jobs/compare.py.
