@@ -39,7 +39,7 @@ def test_sft_config_maps_onto_sftconfig():
         (["+train.beta=0.1"], r"train\.beta: a DPO setting, not an SFTConfig field.*~train\.beta"),
         (["+train.precompute_ref=true"], r"train\.precompute_ref: a DPO setting"),
         (["objective=bfpo"],
-         r"train\.loss_type: SFT takes one loss name \(nll or dft\), got \['ipo'\].*~train\.loss_type"),
+         r"train\.loss_type: SFT takes one loss name \(nll or dft\), got \['ipo_sum'\].*~train\.loss_type"),
         (["+train.pakcing=true"], r"train\.pakcing: unknown config key\..*trl\.SFTConfig.*Did you mean 'packing'\?"),
         (["train.learning_rate=-1"], r"train\.learning_rate: expected a finite number >= 0, got -1"),
         (["train.completion_only_loss=maybe"],

@@ -75,7 +75,7 @@ def check_train_values(train: dict[str, Any], trl_class: str = "DPOConfig") -> d
             continue  # auto, true or false: checked below
         if key == "loss_type" and not dpo and not isinstance(value, str):
             raise ConfigError(f"train.loss_type: SFT takes one loss name (nll or dft), got {value!r}; a DPO "
-                              "objective's loss (objective=bfpo sets [ipo]) does not apply to SFT: "
+                              "objective's loss (objective=bfpo sets [ipo_sum]) does not apply to SFT: "
                               "add ~train.loss_type")  # fmt: skip
         if key == "loss_type" and isinstance(value, str) and dpo:
             train[key] = value = [value]  # `train.loss_type=sigmoid` from the command line
