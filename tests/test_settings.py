@@ -234,3 +234,24 @@ def test_overrides_are_checked_before_hydra(argv, message):
 def test_valid_overrides_pass():
     check_overrides(["objective=harmless", "objective.contrast_only=true", "train.beta=0.2", "+train.x=1",
                      "objective=helpful,harmless", "hydra.run.dir=x"], CONF_DIR, "dpo")  # fmt: skip
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path):
+    """Hydra creates hydra.run.dir before the job runs: a path through a file would be its traceback."""
+    (tmp_path / "afile").write_text("x")
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        with pytest.raises(ConfigError, match=rf"{key}=.*afile/sub/run: .*afile is a file, not a directory"):
+            check_overrides([f"{key}={tmp_path}/afile/sub/run"], CONF_DIR, "dpo")
+    check_overrides([f"hydra.run.dir={tmp_path}/new/run", "hydra.run.dir=${now:%H}"], CONF_DIR, "dpo")
+
+
+def test_a_recipe_refuses_an_output_dir_through_a_file_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("x")
+    out = subprocess.run([sys.executable, str(CONF_DIR.parent / "recipes" / "merge.py"),
+                          f"hydra.run.dir={tmp_path}/afile/sub"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"safealign: error: hydra.run.dir={tmp_path}/afile/sub: "
+                                               f"{tmp_path}/afile is a file, not a directory"]  # fmt: skip

@@ -7,6 +7,7 @@ and OmegaConf: a typo is answered without importing torch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,38 @@ from omegaconf import OmegaConf
 from ..errors import ConfigError, did_you_mean, unknown_key
 
 
+# The output directories Hydra creates before the job runs: a path it cannot create would end
+# in Hydra's traceback, so it is checked here first.
+OUTPUT_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_output_dir(key: str, value: str) -> None:
+    """Raise ConfigError when `value` (a `hydra.run.dir` or `hydra.sweep.dir`) cannot be a directory.
+
+    Only a plain path is checked: one with an interpolation (`${now:...}`) is Hydra's to resolve.
+    """
+    if "${" in value or not value.strip():
+        return
+    path = Path(value).expanduser().absolute()
+    for part in [path, *path.parents]:
+        if part.is_dir():
+            if part != path and not os.access(part, os.W_OK | os.X_OK):
+                raise ConfigError(f"{key}={value}: cannot create it: {part} is not writable")
+            return
+        if part.exists() or part.is_symlink():
+            raise ConfigError(f"{key}={value}: {part} is a file, not a directory")
+
+
 def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str) -> None:
-    """Raise ConfigError for an unknown group choice or key among `argv`'s overrides."""
+    """Raise ConfigError for an unknown group choice or key among `argv`'s overrides, or an output
+    directory that cannot be created."""
     conf_dir = Path(conf_dir)
     choices, keys = [], []
     swept: set[str] = set()
     for arg in argv:
         key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in OUTPUT_DIR_KEYS:
+            check_output_dir(key.lstrip("+"), value)
         if not sep or key.startswith(("hydra", "+", "~", "-")):
             continue
         if (conf_dir / key).is_dir():
