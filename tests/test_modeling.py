@@ -67,3 +67,21 @@ def test_nf4_is_double_quantized_with_bf16_compute_where_supported():
     assert q.bnb_4bit_compute_dtype == (torch.bfloat16 if has_bf16() else torch.float32)
     assert quantization_config("int8").load_in_8bit
     assert quantization_config("none") is None
+
+
+def test_a_target_module_the_model_lacks_is_named_before_training():
+    """PEFT would say so only after the reference precompute, in a traceback; a typo among several not at all."""
+    from types import SimpleNamespace
+
+    from safealign.errors import SafealignError
+    from safealign.modeling import check_target_modules
+
+    model = torch.nn.Module()
+    model.layer = torch.nn.Module()
+    model.layer.q_proj, model.layer.v_proj = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    check_target_modules(model, SimpleNamespace(target_modules={"q_proj", "v_proj"}), "m")
+    check_target_modules(model, SimpleNamespace(target_modules="all-linear"), "m")
+    check_target_modules(model, None, "m")  # full fine-tuning
+    with pytest.raises(SafealignError, match=r"^peft\.target_modules: qproj is not a module of m\. "
+                       r"Its linear layers: q_proj, v_proj \(or write peft\.target_modules=all-linear\)$"):  # fmt: skip
+        check_target_modules(model, SimpleNamespace(target_modules={"qproj", "v_proj"}), "m")

@@ -148,7 +148,32 @@ def load_model(
 
         model = PeftModel.from_pretrained(model, str(adapter_dir(adapter)), is_trainable=True)
         return LoadedModel(model, tokenizer, ref_model, None)
-    return LoadedModel(model, tokenizer, ref_model, lora_config(peft_cfg))
+    config = lora_config(peft_cfg)
+    check_target_modules(model, config, f"model.name_or_path={model_cfg.name_or_path}")
+    return LoadedModel(model, tokenizer, ref_model, config)
+
+
+def check_target_modules(model: Any, config: Any | None, where: str) -> None:
+    """Raise SafealignError for a `peft.target_modules` name that matches no module of the model.
+
+    Why here: PEFT finds out only when TRL wraps the model, after the reference log-probs have been
+    computed, and says so in a traceback; a misspelled name among several would even pass silently.
+    Names match as PEFT matches them (the module's full name, or its last dotted parts); a single
+    string (`all-linear`, a regular expression) is PEFT's to match.
+    """
+    targets = getattr(config, "target_modules", None)
+    if targets is None or isinstance(targets, str):
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    missing = [t for t in sorted(targets) if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        import torch
+
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise SafealignError(
+            f"peft.target_modules: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not a module of "
+            f"{where}. Its linear layers: {', '.join(linear)} (or write peft.target_modules=all-linear)"
+        )
 
 
 def keep_4bit_differentiable(model: Any) -> None:
