@@ -171,3 +171,16 @@ def test_modes_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
     assert mode(tmp_path / "model") == dir_mode
     # A file written by other code inside the folder keeps its own mode (created under the umask).
     assert mode(tmp_path / "model" / "weights") == file_mode
+
+
+def test_json_files_are_strict_json_a_nan_is_null(tmp_path):
+    """Python writes NaN, which jq and JavaScript refuse: a diverged loss or NaN score is written as null."""
+    row = {"loss": float("nan"), "scores": [1.5, float("inf"), -float("inf")], "nested": {"x": (float("nan"),)}}
+    io.write_json(tmp_path / "a.json", row)
+    io.write_jsonl(tmp_path / "b.jsonl", [row])
+    io.append_jsonl(tmp_path / "c.jsonl", [row])
+    expected = {"loss": None, "scores": [1.5, None, None], "nested": {"x": [None]}}
+    for name in ("a.json", "b.jsonl", "c.jsonl"):
+        text = (tmp_path / name).read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        assert json.loads(text) == expected

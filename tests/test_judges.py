@@ -261,6 +261,11 @@ def test_input_columns_named_like_verdicts_are_kept_but_never_counted(tmp_path):
     clash = _write(tmp_path / "clash.jsonl", [{**ROWS[1], "reward": 1, "input_reward": 2, "input_input_reward": 3}])
     assert read_generations(clash)[0] == {**ROWS[1], "input_input_input_reward": 1, "input_reward": 2,
                                           "input_input_reward": 3}  # fmt: skip
+    # Renamed once per file: where one row holds input_refused already, every row's refused moves on.
+    mixed = _write(tmp_path / "mixed.jsonl", [{**ROWS[0], "refused": True, "input_refused": "a"},
+                                              {**ROWS[1], "refused": False}])  # fmt: skip
+    assert [(r.get("input_refused"), r["input_input_refused"]) for r in read_generations(mixed)] == [
+        ("a", True), (None, False)]  # fmt: skip
 
 
 def test_a_judged_file_can_be_judged_again(tmp_path):

@@ -61,7 +61,7 @@ def assert_learnt(metrics: dict, adapter_dir, start=None) -> None:
     assert history[0]["step"] == 1 and history[0]["grad_norm"] > 0, history[0]
     assert len({round(h["loss"], 6) for h in history}) > 1, f"the loss did not move: {history}"
     learning = metrics["learning"]
-    assert learning["first_grad_norm"] > 0
+    assert learning["first_grad_norm_clipped"] > 0
     assert learning["trainable_tensors"] > 0 and learning["changed_tensors"] == learning["trainable_tensors"], learning
     adapter = load_file(adapter_dir / "adapter_model.safetensors")
     lora = {k: v for k, v in adapter.items() if "lora_" in k}
@@ -130,6 +130,8 @@ def test_without_the_fix_that_cpu_trains_nothing_and_the_run_fails(tmp_path, avx
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["status"] == "failed" and "did not learn" in status["error"]
     assert not (tmp_path / "adapter").exists()
+    learning = json.loads((tmp_path / "metrics.json").read_text())["learning"]  # kept, to see what happened
+    assert learning["first_grad_norm_clipped"] == 0 and learning["changed_tensors"] == 0
 
 
 def test_bitsandbytes_still_has_the_cpu_repacking_switch():
@@ -169,3 +171,4 @@ def test_a_run_whose_weights_do_not_move_fails(tmp_path, overrides):
     with pytest.raises(SafealignError, match=r"none of the \d+ trainable tensors changed.*train.learning_rate"):
         dpo(compose("dpo", ["objective=harmless", *FEW, "train.max_steps=1", *overrides]), tmp_path)
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
+    assert "in 1 step:" in json.loads((tmp_path / "status.json").read_text())["error"]

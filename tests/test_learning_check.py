@@ -43,6 +43,14 @@ def test_zero_gradients_name_the_target_modules():
     assert "gradient norm was 0 at every logged step" in message
     assert "none of the 2 trainable tensors changed" in message
     assert "peft.target_modules=['q_proj', 'v_proj']" in message and "not saved" in message
+    assert message.startswith("training did not learn in 3 steps:")
+
+
+def test_a_resumed_run_that_did_not_learn_says_which_steps():
+    check = begun(torch.nn.Linear(4, 4), step=2)
+    message = check.problem(state(3, [{"step": 3, "loss": 0.6931, "grad_norm": 0.0}]), TRAIN, LORA)
+    assert message.startswith("training did not learn in 1 step (step 3, after resuming at step 2):")
+    assert check.report(state(3, []))["resumed_at_step"] == 2
 
 
 def test_unchanged_weights_with_gradients_name_the_learning_rate_and_warm_up():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -67,11 +68,11 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(path, "".join(json_text(r) + "\n" for r in rows))
 
 
 @contextlib.contextmanager
@@ -127,15 +128,34 @@ def remove(path: str | Path) -> None:
 
 
 def json_text(obj: Any, indent: int | None = None) -> str:
-    """`obj` as JSON, readable UTF-8 where it can be: a string Python holds but UTF-8 cannot encode (a
-    lone surrogate such as "\\ud800", which `json.loads` accepts) makes the whole text ASCII-escaped,
-    which is still the same JSON value, instead of failing the write."""
-    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
+    """`obj` as strict JSON, readable UTF-8 where it can be.
+
+    A float that is not finite (a diverged loss, a NaN score) is written as null: Python would
+    write `NaN`, which jq, JavaScript and most JSON readers refuse. A string Python holds but
+    UTF-8 cannot encode (a lone surrogate such as "\\ud800", which `json.loads` accepts) makes the
+    whole text ASCII-escaped, which is still the same JSON value, instead of failing the write.
+    """
+    try:
+        text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # a NaN or infinity somewhere: the rare case pays for the walk
+        obj = _finite(obj)
+        text = json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, indent=indent, ensure_ascii=True, default=str)
     return text
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None (in dicts, lists and tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def append_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -36,16 +36,18 @@ def sample(tensor: torch.Tensor) -> torch.Tensor:
 class LearningCheck(TrainerCallback):
     """Records what training must change (the trainable tensors) and whether it did.
 
-    `first_grad_norm` is the norm of the trainable tensors' gradients at the first optimizer
-    step of this process (after clipping, which keeps 0 at 0); None where the gradients are
-    not in `param.grad` (DeepSpeed keeps its own).
+    `first_grad_norm_clipped` is the norm of the trainable tensors' gradients at the first
+    optimizer step of this process, after clipping to `max_grad_norm` (the Trainer calls its
+    callbacks only after it clips; clipping keeps 0 at 0, which is what the check needs), so it
+    is at most about max_grad_norm, unlike the pre-clipping `grad_norms` the Trainer logs; None
+    where the gradients are not in `param.grad` (DeepSpeed keeps its own).
     """
 
     def __init__(self) -> None:
         self.start_step = 0
         self.before: dict[str, torch.Tensor] = {}
         self.trainable: list[str] = []
-        self.first_grad_norm: float | None = None
+        self.first_grad_norm_clipped: float | None = None
         self._model: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
@@ -57,12 +59,12 @@ class LearningCheck(TrainerCallback):
             self.before = {n: sample(p) for n, p in params if p.numel() > 0}
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.first_grad_norm is not None or self._model is None:
+        if self.first_grad_norm_clipped is not None or self._model is None:
             return
         grads = [p.grad for p in self._model.parameters() if p.requires_grad and p.grad is not None]
         if grads:
             norms = torch.stack([g.detach().float().norm() for g in grads])
-            self.first_grad_norm = float(torch.linalg.vector_norm(norms))
+            self.first_grad_norm_clipped = float(torch.linalg.vector_norm(norms))
 
     def changed(self) -> tuple[list[str], list[str]]:
         """The sampled trainable tensors that changed since training began, and those that did not."""
@@ -76,15 +78,17 @@ class LearningCheck(TrainerCallback):
         return changed, unchanged
 
     def report(self, state: Any) -> dict[str, Any]:
-        """What metrics.json records under `learning`: steps, tensors changed, first and logged gradient norms."""
+        """What metrics.json records under `learning`: the steps this process trained (from `resumed_at_step`),
+        tensors changed, first and logged gradient norms."""
         changed, unchanged = self.changed()
         return {
             "steps": state.global_step - self.start_step,
+            "resumed_at_step": self.start_step,
             "trainable_tensors": len(self.trainable),
             "sampled_tensors": len(self.before),
             "changed_tensors": len(changed),
             "unchanged": unchanged[:20],
-            "first_grad_norm": self.first_grad_norm,
+            "first_grad_norm_clipped": self.first_grad_norm_clipped,
             "grad_norms": logged(state.log_history, "grad_norm", self.start_step),
         }
 
@@ -97,7 +101,7 @@ class LearningCheck(TrainerCallback):
         if not self.trainable:
             return (f"training did not learn: no parameter requires a gradient ({likely(train, peft, 'none')}); "
                     "the adapter was not saved")  # fmt: skip
-        norms = [n for n in [report["first_grad_norm"], *report["grad_norms"]] if n is not None]
+        norms = [n for n in [report["first_grad_norm_clipped"], *report["grad_norms"]] if n is not None]
         zero_grads = bool(norms) and all(n == 0 for n in norms)
         frozen = report["sampled_tensors"] > 0 and report["changed_tensors"] == 0
         if not (zero_grads or frozen):
@@ -109,7 +113,11 @@ class LearningCheck(TrainerCallback):
             what.append(f"none of the {report['sampled_tensors']} trainable tensors changed")
         cause = likely(train, peft, "zero_grad" if zero_grads else "frozen", logged(state.log_history, "learning_rate",
                                                                                    self.start_step))  # fmt: skip
-        return f"training did not learn in {steps} steps: {' and '.join(what)} ({cause}); the adapter was not saved"
+        span = f"{steps} step" if steps == 1 else f"{steps} steps"
+        if self.start_step:  # a resumed run: this process trained only the last steps
+            which = f"step {state.global_step}" if steps == 1 else f"steps {self.start_step + 1}-{state.global_step}"
+            span += f" ({which}, after resuming at step {self.start_step})"
+        return f"training did not learn in {span}: {' and '.join(what)} ({cause}); the adapter was not saved"
 
 
 def logged(history: Iterable[Mapping[str, Any]], key: str, after: int = 0) -> list[float]:

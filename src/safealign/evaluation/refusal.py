@@ -366,8 +366,8 @@ def refusal_rates(
     prompts: Sequence[RefusalPrompt], refused: Sequence[bool], unsafe: Sequence[bool | None] | None = None,
     seed: int = 0, by_type: bool = True, resamples: int = 1000,
 ) -> dict[str, Any]:  # fmt: skip
-    """Over-refusal (refusals of safe prompts) and refusal of unsafe prompts, with bootstrap CIs
-    (`resamples`: `eval.bootstrap`), overall and by prompt type; with `unsafe` (a judge's
+    """Over-refusal (refusals of safe prompts) and refusal of unsafe prompts, with Wilson CIs
+    (`seed` and `resamples` are no longer used), overall and by prompt type; with `unsafe` (a judge's
     verdicts), the judged unsafe rates too."""
     from ..bootstrap import rate_ci
 

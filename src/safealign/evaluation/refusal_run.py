@@ -138,7 +138,7 @@ def format_refusal(block: dict[str, Any]) -> list[str]:
     lines = [
         f"refusal ({block['prompts']} prompts of {block['source']}: {policy['safe_prompts']} safe, "
         f"{policy['unsafe_prompts']} unsafe; {_KIND.get(block.get('classifier_kind', 'strmatch'), 'string-match')} "
-        "classifier, 95% bootstrap CIs)",
+        "classifier, 95% Wilson CIs)",
         f"  {'model':<10} {'over-refusal (safe)':>24} {'refusal (unsafe)':>24}",
     ]
     for side in ("policy", "reference"):

@@ -12,8 +12,9 @@ What the files hold, and the rules that keep them right:
   (`refused`, `unsafe`, and each configured judge's `reward`, `cost`, `reward_unsafe`, ...;
   `VERDICTS`). The numbers of judge_summary.json come from the verdicts alone: an input column
   with a verdict's name (a `reward` of another library's reward model, a judged.jsonl judged
-  again) is kept as `input_<name>` (`input_reward`), never read as a verdict; where the row
-  holds that name already (a judged.jsonl judged again), `input_input_<name>`, and so on.
+  again) is kept as `input_<name>` (`input_reward`), never read as a verdict; where a row of
+  the file holds that name already (a judged.jsonl judged again), `input_input_<name>` in every
+  row, and so on.
 - Model groups: the `model` column, when present, must be a JSON string (a number, null or a
   list would group ambiguously: 1 and "1", null and "None"); the error names the line. Rows
   are grouped by that exact string. A file with no `model` column at all is one group,
@@ -104,27 +105,31 @@ def read_generations(path: Path) -> list[dict[str, Any]]:
                 f"{path}, line {first_without_model}: no 'model' column, but line {first_with_model} has one; "
                 "give every row a model (it groups the rows of judge_summary.json), or none"
             )
-        rows.append(_keep_input_columns(row))
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows; expected JSON Lines with prompt and response")
-    return rows
+    return _keep_input_columns(rows)
 
 
-def _keep_input_columns(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` with each column named like a verdict renamed `input_<name>` (or `input_input_<name>`, ...,
-    the first name the row does not hold), so that it cannot count as a verdict."""
-    if not any(k in row for k in VERDICTS):
-        return row
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if key in VERDICTS:
+def _keep_input_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` with each column named like a verdict renamed `input_<name>` (or `input_input_<name>`, ...,
+    the first name no row holds), so that it cannot count as a verdict.
+
+    The new name is chosen once for the file, not row by row: in a judged file judged again, where
+    some rows hold `input_refused` already, every row's `refused` becomes `input_input_refused`, so
+    one column name means one thing in every row.
+    """
+    columns = {key for row in rows for key in row}
+    renames: dict[str, str] = {}
+    for key in VERDICTS:
+        if key in columns:
             new = INPUT_PREFIX + key
-            while new in row:  # a judged file judged again: its input_<name> stays, its verdict moves on
+            while new in columns:
                 new = INPUT_PREFIX + new
-            out[new] = value
-        else:
-            out[key] = value
-    return out
+            renames[key] = new
+    if not renames:
+        return rows
+    return [{renames.get(key, key): value for key, value in row.items()} for row in rows]
 
 
 def _with_ci(out: dict[str, Any], key: str, values: Sequence[float], resamples: int, seed: int) -> None:

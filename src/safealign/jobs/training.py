@@ -162,19 +162,19 @@ def train(
         metrics["ref_cache_hits"] = trainer.ref_cache_hits
     bad = {k: v for k, v in result.metrics.items() if isinstance(v, float) and not math.isfinite(v)
            and (k == "train_loss" or k.startswith(("rewards/", "logps/")))}  # fmt: skip
+    metrics["learning"] = check.report(trainer.state)
+    problem = check.problem(trainer.state, s.train, s.peft)
     if bad:
-        check = (
+        check_hint = (
             "train.beta, train.learning_rate and the objective's margins"
             if hasattr(trainer, "beta")
             else "train.learning_rate"
         )
-        raise SafealignError(
-            f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} (check {check}); the adapter was "
-            "not saved"
-        )
-    metrics["learning"] = check.report(trainer.state)
-    problem = check.problem(trainer.state, s.train, s.peft)
-    if problem:
+        problem = (f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} (check {check_hint}); the "
+                   "adapter was not saved")  # fmt: skip
+    if problem:  # what went wrong stays readable: metrics.json with the log history, no adapter
+        if main:
+            io.write_json(run_dir / RunDir.METRICS, {**metrics, "log_history": trainer.state.log_history})
         raise SafealignError(problem)
     if evaluate and trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()

@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 
 from ..errors import ConfigError, did_you_mean, unknown_key
 
-
 # The output directories Hydra creates before the job runs: a path it cannot create would end
 # in Hydra's traceback, so it is checked here first.
 OUTPUT_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
