@@ -107,6 +107,9 @@ def test_jsonl_without_type_uses_the_label_as_type(tmp_path):
         ("p.csv", "id,prompt,type\n1,hi,x\n", "no 'label' column"),
         ("p.csv", "prompt,label\nhi,safe\nho,harmful\n", r"row 2 \(line 3\), column 'label': expected safe or unsafe"),
         ("p.csv", "prompt,label\n,safe\n", r"row 1 \(line 2\), column 'prompt': missing or empty"),
+        ("p.csv", 'prompt,label\nhi,safe\n"how do I,unsafe\nbye,safe\n',
+         r"p\.csv, line 3: not valid CSV \(unexpected end of data\): a quoted cell that is never closed runs on to "
+         r"line 4"),
         ("p.jsonl", '{"prompt": "a", "label": "safe"}\n{"prompt": "b"\n', "line 2: not valid JSON"),
         ("p.jsonl", '{"prompt": "a"}\n', "line 1, column 'label': missing"),
         ("p.jsonl", '["a", "safe"]\n', "line 1: expected a JSON object"),

@@ -255,9 +255,10 @@ def _rows(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, strict=True)  # a quote that is never closed is an error, not one cell to the end
+        rows = _checked(reader, path)
         header: list[str] = []
-        for header in reader:
+        for header in rows:
             if header:
                 break
         for i, name in enumerate(header):
@@ -273,13 +274,28 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
                     "a refusal prompt file needs the columns prompt and label (safe/unsafe), and optionally type"
                 )
         record, end = 0, reader.line_num
-        for values in reader:
+        for values in rows:
             start, end = end + 1, reader.line_num
             if not values:  # a blank line
                 continue
             record += 1
             yield f"{path}, row {record} (line {start})", {k: (values[i] if i < len(values) else None)
                                                          for i, k in enumerate(header)}  # fmt: skip
+
+
+def _checked(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The records of a strict `csv.reader`; malformed CSV is a DataError naming the line where it was found."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(
+                f"{path}, line {start}: not valid CSV ({err}): a quoted cell that is never closed runs on to "
+                f"line {reader.line_num}; close its quote, or double a quote inside a quoted cell (\"\")"
+            ) from err
 
 
 def json_objects(path: Path, columns: str) -> Iterator[tuple[int, dict[str, Any]]]:
