@@ -248,9 +248,14 @@ class RunDir:
                 other_host = isinstance(owner.get("host"), str) and owner["host"] != me["host"]
                 # locked None: no flock on this file system; then only the record tells (as it did before flock)
                 if locked is False or other_host or (locked is None and self._owner_alive(owner)):
+                    # A flock held on this host: the job is alive (the kernel drops the lock of a dead one), and
+                    # removing the file would let two jobs run at once. Another host's or an unlockable file
+                    # system's record can outlive its job: then the user can tell.
+                    gone = ("wait for it or stop it" if locked is False and not other_host
+                            else f"remove {path} if that job is gone")  # fmt: skip
                     raise RunDirError(
                         f"{self.path} is in use by another job (pid {owner.get('pid', '?')} on "
-                        f"{owner.get('host', '?')}); choose another hydra.run.dir, or remove {path} if that job is gone"
+                        f"{owner.get('host', '?')}); choose another hydra.run.dir, or {gone}"
                     )
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(me).encode(), 0)
