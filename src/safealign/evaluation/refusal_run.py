@@ -110,7 +110,7 @@ def refusal_eval(
         ),
     )  # fmt: skip
     return {
-        "source": str(cfg.path or SHIPPED_PROMPTS.name),
+        "source": str(Path(cfg.path).expanduser().absolute()) if cfg.path else SHIPPED_PROMPTS.name,
         "prompts": len(prompts),
         "max_new_tokens": gen.max_new_tokens,
         "classifier": classifier_name(cfg),

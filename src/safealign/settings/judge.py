@@ -26,7 +26,7 @@ def parse_judge(cfg: Any) -> JudgeSettings:
     """Check conf/judge.yaml's keys and the eval group before any file or model is read."""
     if OmegaConf.is_missing(cfg, "generations") or not cfg.get("generations"):
         raise ConfigError("generations: missing; pass generations=FILE, a JSON Lines file of prompt and response")
-    path = Path(str(cfg.generations)).expanduser()
+    path = Path(str(cfg.generations)).expanduser().absolute()  # judge_summary.json names it wherever it is read
     if not path.is_file():
         raise ConfigError(f"generations: no such file '{cfg.generations}'; expected a JSON Lines file")
     positive_int(cfg.get("resamples"), "resamples")
