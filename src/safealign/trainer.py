@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ from transformers.trainer_callback import ProgressCallback
 from trl import DPOConfig, SFTConfig
 
 from .errors import ConfigError, did_you_mean
+
+# transformers 5 deprecates `gradient_checkpointing_enable` and `is_gradient_checkpointing`, which
+# its own Trainer, PEFT's `prepare_model_for_kbit_training` and TRL 1.16 still call whenever
+# train.gradient_checkpointing is on: the warnings are about those libraries' code, not anything
+# a user set or can change, so they are not shown.
+for _name in ("gradient_checkpointing_enable", "is_gradient_checkpointing"):
+    warnings.filterwarnings("ignore", message=f"`{_name}` is deprecated", category=FutureWarning)
 
 
 def has_bf16() -> bool:

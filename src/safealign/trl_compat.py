@@ -48,7 +48,6 @@ import hashlib
 import inspect
 import json
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,9 +102,6 @@ def check_internals() -> None:
 
 
 check_internals()
-# TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5 deprecates; the warning
-# is about TRL's code, not anything a user set, so it is not shown.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 DataCollatorForPreference = dpo_trainer.DataCollatorForPreference
 add_fused_lm_head = trl_utils.add_fused_lm_head
 pad = trl_utils.pad
