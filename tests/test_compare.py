@@ -470,3 +470,20 @@ def test_bootstrap_key_is_still_checked(seed_sweep):
     assert (seed_sweep / "summary.csv").exists()
     with pytest.raises(ConfigError, match=r"^bootstrap: expected an integer >= 1, got 0"):
         run(compose("compare", [f"sweep_dir={seed_sweep}", "bootstrap=0"]))
+
+
+def test_path_overrides_are_read_as_the_run_used_them(tmp_path):
+    """`model.adapter=stage1` typed in two directories names two different adapters: the saved config's
+    absolute path, not the typed text, groups and labels the runs."""
+    import yaml
+
+    from safealign.comparison import read_run
+    from safealign.rundir import RunDir
+
+    for n, where in enumerate(["/a/stage1", "/b/stage1"]):
+        run = tmp_path / str(n)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model.adapter=stage1", "train.beta=0.2"]))
+        (run / "config.yaml").write_text(yaml.safe_dump({"model": {"adapter": where}, "objective": {"name": "x"}}))
+    overrides = [read_run(RunDir(tmp_path / n)).overrides for n in ("0", "1")]
+    assert overrides == [["model.adapter=/a/stage1", "train.beta=0.2"], ["model.adapter=/b/stage1", "train.beta=0.2"]]

@@ -40,7 +40,7 @@ def read_run(run: RunDir) -> RunSummary:
         cfg = {}
     summary.objective = (cfg.get("objective") or {}).get("name") if isinstance(cfg, dict) else None
     try:
-        summary.overrides = run.overrides()
+        summary.overrides = _resolved_paths(run.overrides(), cfg)
     except Exception:
         summary.overrides = []
     train = cfg.get("train") if isinstance(cfg, dict) else None
@@ -57,6 +57,24 @@ def read_run(run: RunDir) -> RunSummary:
     # A failed or unfinished run's eval.json is a previous attempt's: its numbers are not this run's.
     summary.evaluation = evaluation if isinstance(evaluation, dict) and summary.status == "done" else None
     return summary
+
+
+# Overrides that name a file or directory: given relative to wherever the command ran, so two runs with
+# the same text may read different things (and the same thing under different texts).
+PATH_KEYS = ("model.adapter", "objective.margin_run", "data.path", "data.test_path")
+
+
+def _resolved_paths(overrides: list[str], cfg: Any) -> list[str]:
+    """`overrides` with each path-valued one (`PATH_KEYS`) given the value the run used (its config.yaml's,
+    absolute), so that runs are grouped and labelled by what they read, not by how it was typed."""
+    out = []
+    for override in overrides:
+        key = override_key(override)
+        node: Any = cfg if key in PATH_KEYS and "=" in override else None
+        for part in key.split(".") if node is not None else ():
+            node = node.get(part) if isinstance(node, dict) else None
+        out.append(f"{override.split('=', 1)[0]}={node}" if isinstance(node, str) else override)
+    return out
 
 
 def collect(sweep_dir: str | Path) -> list[RunSummary]:
