@@ -164,12 +164,15 @@ def load_score_model(model_cfg: Any, quant_method: str, tokenizer: Any, gradient
     """
     from transformers import AutoModelForSequenceClassification
 
+    from .trl_compat import suppress_seqcls_warning
+
     path = resolve_path(model_cfg)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, quantization_config=quantization_config(quant_method), revision=model_cfg.revision,
-            trust_remote_code=bool(model_cfg.trust_remote_code), dtype=torch_dtype(model_cfg.dtype),
-        )  # fmt: skip
+        with suppress_seqcls_warning():  # the head is new on a causal LM's checkpoint: expected, not worth a report
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, quantization_config=quantization_config(quant_method), revision=model_cfg.revision,
+                trust_remote_code=bool(model_cfg.trust_remote_code), dtype=torch_dtype(model_cfg.dtype),
+            )  # fmt: skip
     except OSError as err:
         raise _hub_error(path, err) from err
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -13,7 +13,8 @@ runs it too). What this module uses:
   the plain-text test that `safealign.tokenization` (TRL's tokenization, batched) needs;
 - `hash_module` (as `dpo_trainer` calls it): a reference hash that leaves out the trained
   adapter's random initial weights, so seed sweeps share the reference cache;
-- `RewardTrainer._set_signature_columns_if_needed`, `_metrics` and the reward collator:
+- `RewardTrainer._set_signature_columns_if_needed`, `_metrics`, the reward collator and
+  `suppress_seqcls_warning` (quiet about the new score head of a causal LM loaded for scoring):
   `JudgeTrainer` keeps each response's safety sign in the batch and adds Safe RLHF's
   classification term to TRL's pairwise loss for a cost model (`recipes/reward.py judge=cost`);
 - `_precompute_ref_logps`, `_precompute_model_hash`, `_compute_loss`,
@@ -86,6 +87,7 @@ INTERNALS = (
     (trl_data_utils, "is_conversational"),
     (RewardTrainer, "_set_signature_columns_if_needed"),
     (reward_trainer, "DataCollatorForPreference"),
+    (reward_trainer, "suppress_seqcls_warning"),
 )
 common_prefix_length = trl_data_utils.common_prefix_length
 # Attributes DPOTrainer sets on itself in __init__ that the overrides read.
@@ -118,6 +120,7 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 DataCollatorForPreference = dpo_trainer.DataCollatorForPreference
 add_fused_lm_head = trl_utils.add_fused_lm_head
 pad = trl_utils.pad
+suppress_seqcls_warning = reward_trainer.suppress_seqcls_warning
 
 
 def _kinds(hint: Any) -> set[str]:

@@ -66,7 +66,8 @@ def load_judge_run(run_dir: str | Path) -> Any:
 
 def evaluate_judge_run(run_dir: str | Path, ev: EvalSettings, loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Evaluate one finished judge run on its held-out split; writes RUN_DIR/eval.json and eval_pairs.json."""
-    from .judges import classifier_scores, load_judge_run as load_judge_model
+    from .judges import classifier_scores
+    from .judges import load_judge_run as load_judge_model
     from .scoring import release_memory
 
     run = RunDir(run_dir)
@@ -99,7 +100,7 @@ def evaluate_judge_run(run_dir: str | Path, ev: EvalSettings, loaded: tuple[Any,
         for p in dim.pairs:
             prompt, *responses = units.keys[p.unit]
             c, r = responses[p.chosen_side], responses[1 - p.chosen_side]
-            ref, tokens = baseline[p.unit] if p.unit in baseline else ((0.0, 0.0), (1, 1))
+            ref, tokens = baseline.get(p.unit, ((0.0, 0.0), (1, 1)))
             normalised = [ref[k] / max(tokens[k], 1) for k in (0, 1)]
             scored.append((p, Scored(sign * score[(prompt, c)], sign * score[(prompt, r)],
                                      normalised[p.chosen_side] - normalised[1 - p.chosen_side])))  # fmt: skip
@@ -114,7 +115,8 @@ def evaluate_judge_run(run_dir: str | Path, ev: EvalSettings, loaded: tuple[Any,
         "score": "reward: higher is more helpful" if kind == "reward" else "cost: > 0 is unsafe",
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
         "dimensions": dimensions,
-        "safety_sign": sign_metrics([(score[(p, r)], safe, cats) for p, r, safe, cats in labelled]) if labelled else None,
+        "safety_sign": sign_metrics([(score[(p, r)], safe, cats) for p, r, safe, cats in labelled]) if labelled
+        else None,
         "settings": dataclasses.asdict(ev),
         "seconds": time.perf_counter() - start,
     }
@@ -165,8 +167,10 @@ def sign_metrics(items: Sequence[tuple[float, bool, Sequence[str]]]) -> dict[str
         "ci_method": WILSON,
         "majority_baseline": max(unsafe, len(items) - unsafe) / len(items),
         "confusion": counts,
-        "by_category": {c: {"responses": len(v), "accuracy": sum(v) / len(v)}
-                        for c, v in sorted(by_category.items(), key=lambda kv: (-len(kv[1]), kv[0]))},  # fmt: skip
+        "by_category": {
+            c: {"responses": len(v), "accuracy": sum(v) / len(v)}
+            for c, v in sorted(by_category.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        },
     }
 
 
@@ -198,13 +202,14 @@ def format_judge_report(report: Mapping[str, Any]) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    lines = [f"held-out evaluation of a {report['judge']} model ({report['data']['source']}, {report['data']['rows']} "
-             "rows): pairwise accuracy (the judge prefers the chosen response); reference: length-normalised "
-             "base-model log-likelihood",  # fmt: skip
-             f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'95% CI':>17} {'reference':>10}"]
+    head = (f"held-out evaluation of a {report['judge']} model ({report['data']['source']}, {report['data']['rows']} "
+            "rows): pairwise accuracy (the judge prefers the chosen response); reference: length-normalised "
+            "base-model log-likelihood")
+    lines = [head, f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'95% CI':>17} {'reference':>10}"]
     for name, d in report["dimensions"].items():
         ci = f"[{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]"
-        lines.append(f"  {name:<16} {d['pairs']:>6} {fmt(d['accuracy']):>9} {ci:>17} {fmt(d['reference_accuracy']):>10}")
+        ref = fmt(d["reference_accuracy"])
+        lines.append(f"  {name:<16} {d['pairs']:>6} {fmt(d['accuracy']):>9} {ci:>17} {ref:>10}")
     sign = report.get("safety_sign")
     if sign:
         c = sign["confusion"]

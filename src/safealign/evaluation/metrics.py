@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..bootstrap import LEVEL, WILSON, mean_ci
+from ..bootstrap import LEVEL, WILSON, bootstrap_mean_ci, mean_ci, rate_ci
 from ..settings import JudgeConfig
 from .dimensions import Dimension, EvalPair, Units
 
@@ -154,24 +154,48 @@ def side_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def win_rates(
+def win_outcomes(
     policy: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], judge: JudgeConfig
-) -> dict[str, float | None]:
-    """How often the policy's response beats the reference's on the same prompt, ties counting 1/2.
+) -> dict[str, list[float]]:
+    """Per prompt, whether the policy's response beats the reference's: 1, 0, or 1/2 for a tie.
 
     Under each scorer, oriented by its `higher_is_better`; under safety, a safe response beats
     an unsafe one (prompts where either side is undecided are left out).
     """
-    out: dict[str, float | None] = {}
+    out: dict[str, list[float]] = {}
     for role in ("reward", "cost"):
         if any(role in r for r in policy):
             sign = 1.0 if getattr(judge, role).higher_is_better else -1.0
-            out[role] = _mean([_win(sign * (p[role] - r[role])) for p, r in zip(policy, reference, strict=True)])
+            out[role] = [_win(sign * (p[role] - r[role])) for p, r in zip(policy, reference, strict=True)]
     if any(r["unsafe"] is not None for r in policy):
         pairs = [
             (p["unsafe"], r["unsafe"])
             for p, r in zip(policy, reference, strict=True)
             if p["unsafe"] is not None and r["unsafe"] is not None
         ]
-        out["safety"] = _mean([_win(float(r) - float(p)) for p, r in pairs])
+        out["safety"] = [_win(float(r) - float(p)) for p, r in pairs]
+    return out
+
+
+def win_rates(
+    policy: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], judge: JudgeConfig
+) -> dict[str, float | None]:
+    """How often the policy's response beats the reference's on the same prompt, ties counting 1/2 (`win_outcomes`)."""
+    return {role: _mean(wins) for role, wins in win_outcomes(policy, reference, judge).items()}
+
+
+def win_rate_cis(
+    policy: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], judge: JudgeConfig
+) -> dict[str, list[float] | None]:
+    """The 95% Wilson interval of each win rate (ties count 1/2 in k)."""
+    return {role: rate_ci(wins) for role, wins in win_outcomes(policy, reference, judge).items()}
+
+
+def side_cis(records: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
+    """95% intervals of `side_metrics`: the harmless rate's Wilson interval, the mean reward's and mean
+    cost's percentile bootstrap (`resamples` resamples seeded by `seed`)."""
+    out: dict[str, Any] = {"harmless_rate_ci": rate_ci([not r["unsafe"] for r in records if r["unsafe"] is not None])}
+    for judge in ("reward", "cost"):
+        if any(judge in r for r in records):
+            out[f"mean_{judge}_ci"] = bootstrap_mean_ci([r[judge] for r in records], resamples, seed)
     return out

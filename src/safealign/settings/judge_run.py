@@ -88,7 +88,8 @@ def judge_run_scorer(scorer: Any, role: str) -> Any:
     saved = read_config(path)
     kind = judge_kind(saved)
     if kind is None:
-        what = "a DPO or SFT run (a policy)" if isinstance(saved, Mapping) and "objective" in saved else "not a judge run"
+        policy = isinstance(saved, Mapping) and "objective" in saved
+        what = "a DPO or SFT run (a policy)" if policy else "not a judge run"
         raise ConfigError(f"{key}={scorer.path}: that run is {what}; a judge run of recipes/reward.py "
                           f"judge={role} is needed (or a reward/cost model directory or hub id)")  # fmt: skip
     if kind != role:

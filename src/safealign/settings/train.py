@@ -203,7 +203,7 @@ def check_preset(cfg: Any) -> None:
             f"a full fine-tune, peft=none: model.name_or_path=<{run}>/adapter)"
         )
     judge = preset.get("judge")
-    if judge is not None and "judge" not in cfg:
+    if judge is not None and "objective" in cfg:  # a policy recipe (dpo.yaml, sft.yaml) has an objective group
         raise ConfigError(f"experiment={name} is a preset of recipes/reward.py judge={judge} (a {judge} model), not "
                           "of this recipe")  # fmt: skip
     if judge is not None and cfg.get("judge") != judge:
