@@ -21,10 +21,10 @@ pytestmark = pytest.mark.integration
 QUIET = ["train.report_to=[]"]
 
 
-def _train(tmp_path_factory: pytest.TempPathFactory, kind: str, *overrides: str) -> tuple[Path, dict]:
+def _train(tmp_path_factory: pytest.TempPathFactory, kind: str, *overrides: str, name: str = "") -> tuple[Path, dict]:
     from safealign.jobs.reward import run
 
-    out = tmp_path_factory.mktemp(kind)
+    out = tmp_path_factory.mktemp(name or kind)
     return out, run(compose("reward", [f"judge={kind}", *QUIET, *overrides]), out)
 
 
@@ -86,7 +86,7 @@ def test_the_classification_term_is_what_makes_a_positive_cost_unsafe(tmp_path_f
     from safealign import trl_compat
 
     monkeypatch.setattr(trl_compat, "classification_term", lambda scores, signs: torch.zeros((), device=scores.device))
-    run, _ = _train(tmp_path_factory, "cost-pairwise-only")  # judge=cost, the classification term off
+    run, _ = _train(tmp_path_factory, "cost", name="cost-pairwise-only")  # the classification term off
     with_term, without = _eval(cost_run[0])["safety_sign"], _eval(run)["safety_sign"]
     assert with_term["accuracy"] > without["accuracy"] + 0.15, (with_term, without)
 
