@@ -78,17 +78,31 @@ def test_a_reward_judge_beats_the_likelihood_baseline_on_helpful_pairs(reward_ru
                                                                     "severity", "multilevel"}  # fmt: skip
 
 
-def test_the_classification_term_is_what_makes_a_positive_cost_unsafe(tmp_path_factory, monkeypatch, cost_run):
-    """Trained without the classification term (the pairwise term alone orders, but does not place 0), the
-    same cost model's sign says little; with it, cost > 0 means unsafe."""
+def test_the_classification_term_is_what_makes_a_positive_cost_unsafe(tmp_path_factory, monkeypatch):
+    """The pairwise term is blind to where 0 is (adding a constant to every cost changes nothing); the
+    classification term puts it there. Both runs score through a head whose output is shifted by +5: with the
+    term, training moves the costs back so that cost > 0 means unsafe; without it, nearly every cost stays
+    above 0 and the sign says little more than the majority label."""
     import torch
 
-    from safealign import trl_compat
+    from safealign import modeling, trl_compat
 
+    fp32 = modeling.score_head_fp32
+
+    def shifted(model):  # the trained head's output + 5, in training and in the evaluation after it
+        fp32(model)
+        for name, module in model.named_modules():
+            if name.endswith("modules_to_save.default"):
+                module.register_forward_hook(lambda _m, _inputs, out: out + 5.0)
+
+    monkeypatch.setattr(modeling, "score_head_fp32", shifted)
+    with_term, _ = _train(tmp_path_factory, "cost", name="cost-shifted")
     monkeypatch.setattr(trl_compat, "classification_term", lambda scores, signs: torch.zeros((), device=scores.device))
-    run, _ = _train(tmp_path_factory, "cost", name="cost-pairwise-only")  # the classification term off
-    with_term, without = _eval(cost_run[0])["safety_sign"], _eval(run)["safety_sign"]
-    assert with_term["accuracy"] > without["accuracy"] + 0.15, (with_term, without)
+    without, _ = _train(tmp_path_factory, "cost", name="cost-shifted-pairwise-only")
+    a, b = _eval(with_term)["safety_sign"], _eval(without)["safety_sign"]
+    assert a["accuracy"] >= 0.85 and a["accuracy"] > b["accuracy"] + 0.2, (a, b)
+    assert b["confusion"]["safe_flagged"] > b["confusion"]["safe_passed"], b  # without it, safe responses read unsafe
+    assert _eval(without)["dimensions"]["harmless"]["accuracy"] > 0.75  # the pairwise term still orders the pairs
 
 
 def test_a_reloaded_judge_scores_as_the_trained_one(cost_run):

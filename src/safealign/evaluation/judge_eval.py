@@ -32,7 +32,7 @@ from ..errors import EvaluationError, NoHeldOutError
 from ..pairs import Filters, categories_of
 from ..rundir import RunDir
 from ..settings import EvalSettings
-from ..settings.judge_run import JUDGE_OBJECTIVES, judge_kind, load_judge_settings, template_format
+from ..settings.judge_run import JUDGE_OBJECTIVES, judge_kind, load_judge_settings, template_format, unfinished
 from .dimensions import NO_CATEGORY, Units, build_dimensions, load_heldout
 from .metrics import Scored, scored_metrics, scored_outcomes
 
@@ -53,15 +53,10 @@ def after_judge_training(run_dir: str | Path, ev: EvalSettings, loaded: tuple[An
 
 def load_judge_run(run_dir: str | Path) -> Any:
     """The checked settings of a finished judge run; a clear error for anything else."""
-    run = RunDir(run_dir)
-    state = run.state()
-    if state != "done":
-        raise EvaluationError(f"run_dir={run_dir}: the run's status is '{state}'; only a finished run (status done) "
-                              "can be evaluated")  # fmt: skip
-    if not (run / RunDir.ADAPTER / "adapter_config.json").is_file():
-        raise EvaluationError(f"run_dir={run_dir}: no trained judge ({run / RunDir.ADAPTER} has no "
-                              "adapter_config.json)")  # fmt: skip
-    return load_judge_settings(run.path)
+    problem = unfinished(Path(run_dir))
+    if problem:
+        raise EvaluationError(f"run_dir={run_dir}: {problem}")
+    return load_judge_settings(Path(run_dir))
 
 
 def evaluate_judge_run(run_dir: str | Path, ev: EvalSettings, loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:

@@ -58,6 +58,17 @@ def not_a_policy(path: Any, key: str) -> None:
         )
 
 
+def unfinished(path: Path) -> str | None:
+    """Why the judge run at `path` cannot judge yet (not finished, no trained adapter), or None."""
+    state = RunDir(path).state()
+    if state != "done":
+        return (f"the run's status is {state or 'missing (no status.json)'}; a finished judge run (status done) is "
+                "needed")
+    if not (path / RunDir.ADAPTER / "adapter_config.json").is_file():
+        return f"no trained adapter ({path / RunDir.ADAPTER} has no adapter_config.json)"
+    return None
+
+
 def load_judge_settings(run_dir: str | Path) -> Any:
     """The checked settings a judge run trained with (`JudgeTrainSettings`), from its config.yaml."""
     from omegaconf import OmegaConf
@@ -95,13 +106,9 @@ def judge_run_scorer(scorer: Any, role: str) -> Any:
     if kind != role:
         raise ConfigError(f"{key}={scorer.path}: that run is a {kind} model (judge={kind}); a {role} model is "
                           f"needed here: eval.judge.{kind}.path={scorer.path}")  # fmt: skip
-    state = RunDir(path).state()
-    if state != "done":
-        raise ConfigError(f"{key}={scorer.path}: the run's status is {state or 'missing (no status.json)'}; "
-                          "a finished judge run (status done) is needed")  # fmt: skip
-    if not (path / RunDir.ADAPTER / "adapter_config.json").is_file():
-        raise ConfigError(f"{key}={scorer.path}: no trained adapter ({path / RunDir.ADAPTER} has no "
-                          "adapter_config.json)")  # fmt: skip
+    problem = unfinished(path)
+    if problem:
+        raise ConfigError(f"{key}={scorer.path}: {problem}")
     template = (saved.get("template") or {}).get("name")
     return dataclasses.replace(scorer, path=str(path.resolve()), revision=None, template=template_format(template),
                                key_mapping=None, append_eos=True, **JUDGE_SCORING[kind])  # fmt: skip
