@@ -154,13 +154,15 @@ def load_model(
 SCORE_HEAD = "score"  # transformers' *ForSequenceClassification head: trained and saved with the adapter
 
 
-def load_score_model(model_cfg: Any, quant_method: str, tokenizer: Any, gradient_checkpointing: bool = False) -> Any:
+def load_score_model(model_cfg: Any, quant_method: str, tokenizer: Any, gradient_checkpointing: bool = False,
+                     train: bool = True) -> Any:  # fmt: skip
     """The base model with a one-output score head (a reward or cost model), quantized if asked.
 
-    A quantized model is prepared for k-bit training and kept differentiable
-    (`keep_4bit_differentiable`), as the policy is, for training and for judging alike, so a
-    judge is read in the dtypes it was trained in. The head starts random (seeded by TRL from
-    `train.seed`) and is trained with the adapter (`judge_lora_config`).
+    A quantized model is prepared for k-bit training (its norms in fp32), for training and for
+    judging alike, so a judge is read in the dtypes it was trained in; for training (`train`) it
+    is also kept differentiable (`keep_4bit_differentiable`), as the policy is. A judge only
+    read keeps bitsandbytes' fast CPU inference kernel (`fast_4bit_inference`). The head starts
+    random (seeded by TRL from `train.seed`) and is trained with the adapter (`judge_lora_config`).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -180,7 +182,8 @@ def load_score_model(model_cfg: Any, quant_method: str, tokenizer: Any, gradient
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-        keep_4bit_differentiable(model)
+        if train:
+            keep_4bit_differentiable(model)
     return model
 
 
@@ -228,7 +231,17 @@ def keep_4bit_differentiable(model: Any) -> None:
 
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
+            module._safealign_avx512bf16 = getattr(module, "support_avx512bf16_for_cpu", False)
             module.support_avx512bf16_for_cpu = False
+
+
+def fast_4bit_inference(model: Any) -> None:
+    """Undo `keep_4bit_differentiable` once training is over: a judge read after training (its held-out
+    evaluation) uses bitsandbytes' fused CPU kernel where the CPU has it, as a judge loaded for judging
+    does, so both give the same scores (on a CPU without AVX512-BF16 the attribute is never read)."""
+    for module in model.modules():
+        if hasattr(module, "_safealign_avx512bf16"):
+            module.support_avx512bf16_for_cpu = module._safealign_avx512bf16
 
 
 def lora_config(peft_cfg: Any) -> Any:

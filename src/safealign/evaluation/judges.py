@@ -92,7 +92,7 @@ def load_judge_run(run_dir: str | Path) -> tuple[Any, Any]:
 
     settings = load_judge_settings(run_dir)
     tokenizer = load_tokenizer(settings.model)
-    base = load_score_model(settings.model, settings.quant, tokenizer)
+    base = load_score_model(settings.model, settings.quant, tokenizer, train=False)
     model = PeftModel.from_pretrained(base, str(RunDir(run_dir) / RunDir.ADAPTER))
     if settings.quant != "none":
         as_trained(model)

@@ -52,8 +52,10 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
                                      build_trainer, callbacks)  # fmt: skip
         if main:
             from ..evaluation.judge_eval import after_judge_training
+            from ..modeling import fast_4bit_inference
 
             model = trainer.accelerator.unwrap_model(trainer.model).eval()
+            fast_4bit_inference(model)  # read as a judge loaded for judging reads it
             heldout = after_judge_training(run_dir.path, settings.eval, (trainer.processing_class, model))
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]
