@@ -93,8 +93,7 @@ common_prefix_length = trl_data_utils.common_prefix_length
 # Attributes DPOTrainer sets on itself in __init__ that the overrides read.
 INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "loss_weights", "beta",
                        "_metrics")  # fmt: skip
-# Attributes RewardTrainer sets or reads on itself that `JudgeTrainer` reads or fills.
-REWARD_ATTRIBUTES = ("_metrics", "_signature_columns")
+REWARD_ATTRIBUTES = ("_metrics", "_signature_columns")  # RewardTrainer's own, read or filled by JudgeTrainer
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -479,11 +478,9 @@ class JudgeTrainer(RewardTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *(c for c in SIGN_COLUMNS
-                                                                if c not in self._signature_columns)]  # fmt: skip
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *SIGN_COLUMNS]))
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:  # fmt: skip
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
         signs = [inputs.pop(c, None) for c in SIGN_COLUMNS]
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if signs[0] is not None:
