@@ -31,8 +31,8 @@ from ..bootstrap import LEVEL, WILSON, rate_ci
 from ..errors import EvaluationError, NoHeldOutError
 from ..pairs import Filters, categories_of
 from ..rundir import RunDir
-from ..settings import EvalSettings
-from ..settings.judge_run import JUDGE_OBJECTIVES, judge_kind, load_judge_settings, template_format, unfinished
+from ..settings import EvalSettings, load_judge_settings
+from ..settings.judge_run import JUDGE_OBJECTIVES, judge_kind, template_format, unfinished
 from .dimensions import NO_CATEGORY, Units, build_dimensions, load_heldout
 from .metrics import Scored, scored_metrics, scored_outcomes
 

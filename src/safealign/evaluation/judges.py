@@ -87,7 +87,7 @@ def load_judge_run(run_dir: str | Path) -> tuple[Any, Any]:
     from peft import PeftModel
 
     from ..modeling import load_score_model, load_tokenizer, score_head_fp32
-    from ..settings.judge_run import load_judge_settings
+    from ..settings import load_judge_settings
     from .scoring import as_trained
 
     settings = load_judge_settings(run_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, read_write
@@ -38,7 +39,7 @@ from .eval import (
     ScorerConfig,
     parse_eval,
 )
-from .judge_run import JUDGE_KINDS, JUDGE_OBJECTIVES, judge_kind, not_a_policy
+from .judge_run import JUDGE_KINDS, JUDGE_OBJECTIVES, judge_kind, not_a_policy, read_config
 from .runs import check_margin_run
 from .train import RUN_KEYS, SFT_RUN_KEYS, TRL_FIELDS, check_preset, check_train_values
 from .typed import choice, container, existing_path, positive_int, typed
@@ -73,6 +74,7 @@ __all__ = [
     "check_metric",
     "fill_missing",
     "judge_kind",
+    "load_judge_settings",
     "parse_data",
     "parse_eval",
     "parse_pairs",
@@ -241,6 +243,16 @@ def parse_reward(cfg: DictConfig) -> JudgeTrainSettings:
                           "model; drop model.adapter")  # fmt: skip
     ev = parse_eval(cfg.get("eval"))
     return JudgeTrainSettings(**{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, judge=kind, eval=ev)
+
+
+def load_judge_settings(run_dir: str | Path) -> JudgeTrainSettings:
+    """The checked settings a judge run trained with (`JudgeTrainSettings`), from its config.yaml."""
+    from omegaconf import OmegaConf
+
+    saved = read_config(Path(run_dir))
+    if judge_kind(saved) is None:
+        raise ConfigError(f"{run_dir}: not a judge run (its config.yaml has no judge: reward|cost)")
+    return parse_reward(OmegaConf.create(saved))
 
 
 def _parse_training(cfg: DictConfig, trl_class: str, top_level: Sequence[str]) -> SFTSettings:

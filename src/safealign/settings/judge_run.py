@@ -69,18 +69,6 @@ def unfinished(path: Path) -> str | None:
     return None
 
 
-def load_judge_settings(run_dir: str | Path) -> Any:
-    """The checked settings a judge run trained with (`JudgeTrainSettings`), from its config.yaml."""
-    from omegaconf import OmegaConf
-
-    from . import parse_reward
-
-    saved = read_config(Path(run_dir))
-    if judge_kind(saved) is None:
-        raise ConfigError(f"{run_dir}: not a judge run (its config.yaml has no judge: reward|cost)")
-    return parse_reward(OmegaConf.create(saved))
-
-
 def template_format(template: str) -> str:
     """A text template (`template=beaver`) as the judge's format string: the rendered prompt, then the response."""
     from ..templates import TEXT_TEMPLATES
