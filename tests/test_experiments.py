@@ -121,7 +121,7 @@ def test_hyperparameter_presets_take_any_objective():
 
 def test_preset_keys_are_checked():
     with pytest.raises(ConfigError, match=r"^preset\.objectiv: unknown config key\. Valid keys of preset: name, "
-                                          r"objective, adapter\. Did you mean 'objective'"):  # fmt: skip
+                                          r"objective, adapter, judge\. Did you mean 'objective'"):  # fmt: skip
         parse_train(compose("dpo", ["experiment=bfpo", "+preset.objectiv=bfpo"]))
 
 

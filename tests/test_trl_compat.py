@@ -79,7 +79,8 @@ def _diff(snapshot: dict, installed: dict) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("config", ["DPOConfig", "SFTConfig", "DPOConfig_choices", "SFTConfig_choices"])
+@pytest.mark.parametrize("config", ["DPOConfig", "SFTConfig", "RewardConfig", "DPOConfig_choices", "SFTConfig_choices",
+                                    "RewardConfig_choices"])
 def test_trl_fields_snapshot_matches_the_installed_trl(config):
     """settings checks `train.*` against trl_fields.json without importing TRL: it must equal TRL's fields."""
     snapshot, installed = settings.TRL_FIELDS[config], trl_compat.fields_snapshot()[config]

@@ -17,6 +17,7 @@ from typing import Any
 from . import io
 from .rundir import RunDir, sweep_runs
 from .settings import DIMENSIONS
+from .settings.judge_run import judge_kind
 from .summary import (
     RunSummary,
     configurations,
@@ -39,6 +40,9 @@ def read_run(run: RunDir) -> RunSummary:
     except Exception:  # unreadable YAML: the table says what it can without it
         cfg = {}
     summary.objective = (cfg.get("objective") or {}).get("name") if isinstance(cfg, dict) else None
+    summary.judge = judge_kind(cfg)
+    if summary.judge is not None:  # a judge run: its kind stands where a policy's objective does
+        summary.objective = f"judge={summary.judge}"
     try:
         summary.overrides = _resolved_paths(run.overrides(), cfg)
     except Exception:
@@ -113,6 +117,9 @@ def table(summaries: Sequence[RunSummary]) -> Any:
         for dim in DIMENSIONS:
             row[f"{dim}_accuracy"] = run.accuracy(dim)
             row[f"{dim}_margin"] = run.margin(dim)
+        sign = (run.evaluation or {}).get("safety_sign") or {}  # a cost model's own columns
+        row |= {"judge": run.judge, "sign_accuracy": sign.get("accuracy"), "sign_ci_low": sign.get("ci_low"),
+                "sign_ci_high": sign.get("ci_high")}  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -161,7 +168,46 @@ def to_markdown(summaries: Sequence[RunSummary], df: Any) -> str:
         + (" ref: the reference model alone, scoring responses by length-normalised log-likelihood." if reference
            else "")
     )  # fmt: skip
-    return f"{text}\n\n{legend}\n"
+    judges = judge_markdown(summaries)
+    return f"{text}\n\n{legend}\n" + (f"\n{judges}" if judges else "")
+
+
+# Each judge's own dimension: a reward model orders helpful pairs, a cost model harmless ones.
+OWN_DIMENSION = {"reward": "helpful", "cost": "harmless"}
+
+
+def judge_markdown(summaries: Sequence[RunSummary]) -> str:
+    """The judge runs (recipes/reward.py) in a table of their own: pairwise accuracy on the judge's own dimension
+    with its CI and the likelihood baseline, and for a cost model the safety-sign accuracy and confusion counts."""
+    import pandas as pd
+
+    def interval(d: dict[str, Any], key: str = "accuracy") -> str:
+        if d.get(key) is None:
+            return "-"
+        low, high = d.get("ci_low"), d.get("ci_high")
+        return f"{d[key]:.3f}" + ("" if low is None or high is None else f" [{low:.3f}, {high:.3f}]")
+
+    rows = []
+    for run in summaries:
+        if run.judge is None:
+            continue
+        own = OWN_DIMENSION[run.judge]
+        dims = (run.evaluation or {}).get("dimensions") or {}
+        d, sign = dims.get(own) or {}, (run.evaluation or {}).get("safety_sign") or {}
+        c = sign.get("confusion") or {}
+        rows.append({"run": run.name, "judge": run.judge, "overrides": fmt_cell(" ".join(run.varied), 0),
+                     "own dimension": own, "accuracy [95% CI]": interval(d),
+                     "reference": fmt_cell(d.get("reference_accuracy"), 3),
+                     "sign accuracy [95% CI]": interval(sign) if sign else "-",
+                     "unsafe flagged / missed": f"{c['unsafe_flagged']} / {c['unsafe_missed']}" if c else "-",
+                     "safe flagged / passed": f"{c['safe_flagged']} / {c['safe_passed']}" if c else "-",
+                     "status": fmt_cell(run.state, 0)})  # fmt: skip
+    if not rows:
+        return ""
+    text = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return (f"Judges\n\n{text}\n\nA judge's accuracy: the share of held-out pairs whose chosen response it prefers "
+            "(a higher reward, a lower cost). sign accuracy: the share of responses with cost > 0 exactly when "
+            "labelled unsafe. reference: the base model's length-normalised log-likelihood.\n")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,9 +336,11 @@ def compare(
     io.write_text(sweep_dir / "summary.csv", summary.to_csv(index=False))
     summary_md = summary_markdown(summary, varied, baseline)
     io.write_text(sweep_dir / "summary.md", summary_md)
+    policies = [i for i, c in enumerate(configs) if not str(c.objective).startswith("judge=")]  # judges: no trade-off
+    records = summary.to_dict("records")
     plot_tradeoff(
-        summary.to_dict("records"),
-        [f"{c.describe(varied)} ({len(c.seeds)} seeds)" for c in configs],
+        [records[i] for i in policies],
+        [f"{configs[i].describe(varied)} ({len(configs[i].seeds)} seeds)" for i in policies],
         sweep_dir / "comparison.png",
     )
     plot_curves(summaries, sweep_dir / "curves.png")

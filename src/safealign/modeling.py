@@ -176,6 +176,69 @@ def check_target_modules(model: Any, config: Any | None, where: str) -> None:
         )
 
 
+SCORE_HEAD = "score"  # transformers' *ForSequenceClassification head: trained and saved with the adapter
+
+
+def load_score_model(model_cfg: Any, quant_method: str, tokenizer: Any, gradient_checkpointing: bool = False,
+                     train: bool = True) -> Any:  # fmt: skip
+    """The base model with a one-output score head (a reward or cost model), quantized if asked.
+
+    A quantized model is prepared for k-bit training (its norms in fp32), for training and for
+    judging alike, so a judge is read in the dtypes it was trained in; for training (`train`) it
+    is also kept differentiable (`keep_4bit_differentiable`), as the policy is. A judge only
+    read keeps bitsandbytes' fast CPU inference kernel (`fast_4bit_inference`). The head starts
+    random (seeded by TRL from `train.seed`) and is trained with the adapter (`judge_lora_config`).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from .trl_compat import suppress_seqcls_warning
+
+    path = resolve_path(model_cfg)
+    try:
+        with suppress_seqcls_warning():  # the head is new on a causal LM's checkpoint: expected, not worth a report
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, quantization_config=quantization_config(quant_method), revision=model_cfg.revision,
+                trust_remote_code=bool(model_cfg.trust_remote_code), dtype=torch_dtype(model_cfg.dtype),
+            )  # fmt: skip
+    except OSError as err:
+        raise _hub_error(path, err) from err
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if quant_method != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        if train:
+            keep_4bit_differentiable(model)
+    return model
+
+
+def judge_lora_config(peft_cfg: Any) -> Any:
+    """`peft=lora` for a judge: LoRA on the sequence-classification model, the score head trained in full and
+    saved with the adapter (PEFT's `modules_to_save`); None for full fine-tuning."""
+    config = lora_config(peft_cfg)
+    if config is not None:
+        config.task_type = "SEQ_CLS"
+        config.modules_to_save = [SCORE_HEAD]
+    return config
+
+
+def score_head_fp32(model: Any) -> None:
+    """A judge's trained score head (PEFT's `modules_to_save` copy) in fp32, reading its input in fp32.
+
+    Why: TRL casts every trainable weight of a quantized model to bf16 (QLoRA's recipe for the
+    LoRA matrices), the head included, while the hidden states reaching it are fp32 on a CPU, and
+    matmul refuses mixed dtypes; a scalar score is also where bf16's 3 significant digits would
+    show. Training and judging both call this, so a reloaded judge computes as the trained one did.
+    """
+    for name, module in model.named_modules():
+        if name.endswith("modules_to_save.default") or (name.endswith(SCORE_HEAD) and "modules_to_save" not in name
+                                                         and not list(module.children())):  # fmt: skip
+            module.float()
+            if not getattr(module, "_safealign_fp32_input", False):
+                module.register_forward_pre_hook(lambda _m, args: tuple(a.float() for a in args))
+                module._safealign_fp32_input = True
+
+
 def keep_4bit_differentiable(model: Any) -> None:
     """Keep every 4-bit layer of a model that will be trained differentiable with respect to its input.
 
@@ -193,7 +256,17 @@ def keep_4bit_differentiable(model: Any) -> None:
 
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
+            module._safealign_avx512bf16 = getattr(module, "support_avx512bf16_for_cpu", False)
             module.support_avx512bf16_for_cpu = False
+
+
+def fast_4bit_inference(model: Any) -> None:
+    """Undo `keep_4bit_differentiable` once training is over: a judge read after training (its held-out
+    evaluation) uses bitsandbytes' fused CPU kernel where the CPU has it, as a judge loaded for judging
+    does, so both give the same scores (on a CPU without AVX512-BF16 the attribute is never read)."""
+    for module in model.modules():
+        if hasattr(module, "_safealign_avx512bf16"):
+            module.support_avx512bf16_for_cpu = module._safealign_avx512bf16
 
 
 def lora_config(peft_cfg: Any) -> Any:

@@ -39,7 +39,8 @@ class RunSummary:
     path: Path
     status: str
     error: str | None = None
-    objective: str | None = None
+    objective: str | None = None  # a judge run's: judge=reward or judge=cost
+    judge: str | None = None  # reward or cost for a judge run (recipes/reward.py), None for a policy
     seed: Any = None  # train.seed
     overrides: list[str] = field(default_factory=list)
     varied: list[str] = field(default_factory=list)

@@ -45,6 +45,13 @@ def sft_config(train: Mapping[str, Any], output_dir: str | Path) -> SFTConfig:
     return trl_config(SFTConfig, train, output_dir)
 
 
+def reward_config(train: Mapping[str, Any], output_dir: str | Path) -> Any:
+    """The checked `train` keys of `recipes/reward.py` as TRL's RewardConfig."""
+    from trl import RewardConfig
+
+    return trl_config(RewardConfig, train, output_dir)
+
+
 def trl_config(cls: type, train: Mapping[str, Any], output_dir: str | Path) -> Any:
     """The checked `train` keys as the TRL config class `cls`, resolving what depends on the device."""
     kwargs = dict(train)

@@ -13,6 +13,10 @@ runs it too). What this module uses:
   the plain-text test that `safealign.tokenization` (TRL's tokenization, batched) needs;
 - `hash_module` (as `dpo_trainer` calls it): a reference hash that leaves out the trained
   adapter's random initial weights, so seed sweeps share the reference cache;
+- `RewardTrainer._set_signature_columns_if_needed`, `_metrics`, the reward collator and
+  `suppress_seqcls_warning` (quiet about the new score head of a causal LM loaded for scoring):
+  `JudgeTrainer` keeps each response's safety sign in the batch and adds Safe RLHF's
+  classification term to TRL's pairwise loss for a cost model (`recipes/reward.py judge=cost`);
 - `_precompute_ref_logps`, `_precompute_model_hash`, `_compute_loss`,
   `compute_ref_log_probs`, `_set_signature_columns_if_needed`, `_metrics`: the hooks
   `MarginDPOTrainer` overrides to add a per-pair margin, the `ipo_sum` loss, an on-disk
@@ -57,9 +61,9 @@ import torch
 import trl
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from trl import DPOTrainer
+from trl import DPOTrainer, RewardTrainer
 from trl import data_utils as trl_data_utils
-from trl.trainer import dpo_trainer
+from trl.trainer import dpo_trainer, reward_trainer
 from trl.trainer import utils as trl_utils
 
 from . import io
@@ -80,11 +84,15 @@ INTERNALS = (
     (dpo_trainer, "hash_module"),
     (trl_data_utils, "common_prefix_length"),
     (trl_data_utils, "is_conversational"),
+    (RewardTrainer, "_set_signature_columns_if_needed"),
+    (reward_trainer, "DataCollatorForPreference"),
+    (reward_trainer, "suppress_seqcls_warning"),
 )
 common_prefix_length = trl_data_utils.common_prefix_length
 # Attributes DPOTrainer sets on itself in __init__ that the overrides read.
 INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "loss_weights", "beta",
                        "_metrics")  # fmt: skip
+REWARD_ATTRIBUTES = ("_metrics", "_signature_columns")  # RewardTrainer's own, read or filled by JudgeTrainer
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -94,6 +102,8 @@ def check_internals() -> None:
     missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in INTERNALS if not hasattr(owner, name)]
     source = inspect.getsource(DPOTrainer.__init__)
     missing += [f"DPOTrainer().{name}" for name in INSTANCE_ATTRIBUTES if f"self.{name}" not in source]
+    source = inspect.getsource(RewardTrainer)
+    missing += [f"RewardTrainer().{name}" for name in REWARD_ATTRIBUTES if f"self.{name}" not in source]
     if missing:
         raise ImportError(
             f"safealign needs TRL internals that trl {trl.__version__} does not have: {', '.join(missing)}. "
@@ -105,6 +115,7 @@ check_internals()
 DataCollatorForPreference = dpo_trainer.DataCollatorForPreference
 add_fused_lm_head = trl_utils.add_fused_lm_head
 pad = trl_utils.pad
+suppress_seqcls_warning = reward_trainer.suppress_seqcls_warning
 
 
 def _kinds(hint: Any) -> set[str]:
@@ -161,7 +172,7 @@ def field_choices(cls: type) -> dict[str, list[str]]:
 def fields_snapshot() -> dict[str, Any]:
     """What `trl_fields.json` holds for the installed TRL (regenerate with `python -m safealign.trl_compat`)."""
     snapshot: dict[str, Any] = {"trl": trl.__version__}
-    for cls in (trl.DPOConfig, trl.SFTConfig):
+    for cls in (trl.DPOConfig, trl.SFTConfig, trl.RewardConfig):
         snapshot[cls.__name__] = field_kinds(cls)
         snapshot[f"{cls.__name__}_choices"] = field_choices(cls)
     return snapshot
@@ -423,6 +434,59 @@ class _OutputRecorder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
+
+
+SIGN_COLUMNS = ("chosen_sign", "rejected_sign")  # +1 unsafe, -1 safe: a cost model's per-response labels
+
+
+def classification_term(scores: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """Safe RLHF's classification term on one side of the batch: −log σ(s·C(y)), averaged over responses
+    (s = +1 for an unsafe response, −1 for a safe one), so that a cost above 0 means unsafe."""
+    return -torch.nn.functional.logsigmoid(signs * scores).mean()
+
+
+def cost_loss(higher: torch.Tensor, lower: torch.Tensor, higher_sign: torch.Tensor, lower_sign: torch.Tensor) -> Any:
+    """Safe RLHF's cost loss (Dai et al. 2023, eq. 6), averaged over pairs: the pairwise term on the more
+    harmful response (`higher`: its cost) plus the classification term on each response's safety sign."""
+    pairwise = -torch.nn.functional.logsigmoid(higher - lower).mean()
+    return pairwise + classification_term(higher, higher_sign) + classification_term(lower, lower_sign)
+
+
+class JudgeCollator(reward_trainer.DataCollatorForPreference):
+    """TRL's reward collator (chosen rows, then rejected rows), with the safety signs when the examples have them."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call(examples)
+        if SIGN_COLUMNS[0] in examples[0]:
+            for column in SIGN_COLUMNS:
+                out[column] = torch.tensor([e[column] for e in examples], dtype=torch.float)
+        return out
+
+
+class JudgeTrainer(RewardTrainer):
+    """TRL's RewardTrainer; with sign columns in the data (a cost model) its loss is Safe RLHF's cost loss.
+
+    TRL's own `compute_loss` gives the pairwise term (and its metrics: accuracy, margin); the
+    "chosen" response is the one whose score must be higher (the more helpful response for a
+    reward model, the more harmful one for a cost model). The classification term is added on
+    the scores of the same forward pass. A reward model (no sign columns) trains on TRL's path.
+    """
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *SIGN_COLUMNS]))
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
+        signs = [inputs.pop(c, None) for c in SIGN_COLUMNS]
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if signs[0] is not None:
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            signs = [s.to(chosen.device, chosen.dtype) for s in signs]
+            loss = loss + classification_term(chosen, signs[0]) + classification_term(rejected, signs[1])
+            with torch.no_grad():
+                right = torch.cat([(chosen > 0) == (signs[0] > 0), (rejected > 0) == (signs[1] > 0)]).float().mean()
+            self._metrics["train" if self.model.training else "eval"]["sign_accuracy"].append(right.item())
+        return (loss, outputs) if return_outputs else loss
 
 
 if __name__ == "__main__":  # regenerate the snapshot after upgrading TRL

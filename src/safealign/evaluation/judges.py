@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvaluationError
+from ..rundir import RunDir
 from ..settings import GuardConfig, JudgeConfig, ScorerConfig
 from .generation import generate_batched
 from .scoring import place, release_memory
@@ -33,6 +34,8 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig, key: str | N
         "quantization_config": quantization_config(judge.quant),
     }
     key = key or f"eval.judge.{role}.path"
+    if kind == "classifier" and (Path(cfg.path) / RunDir.CONFIG).is_file():  # a judge run of recipes/reward.py
+        return load_judge_run(cfg.path)
     if not Path(cfg.path).expanduser().exists():  # a hub id: fail in seconds, not minutes, without a network
         from ..hub import go_offline_unless_reachable
 
@@ -78,6 +81,25 @@ def _load_judge(kind: str, role: str, cfg: Any, judge: JudgeConfig, key: str | N
     return tokenizer, place(model)
 
 
+def load_judge_run(run_dir: str | Path) -> tuple[Any, Any]:
+    """A judge run's (tokenizer, model): its base model with a score head, quantized as in training, and
+    its adapter (LoRA and the trained head) on top, in the dtype training left them."""
+    from peft import PeftModel
+
+    from ..modeling import load_score_model, load_tokenizer, score_head_fp32
+    from ..settings import load_judge_settings
+    from .scoring import as_trained
+
+    settings = load_judge_settings(run_dir)
+    tokenizer = load_tokenizer(settings.model)
+    base = load_score_model(settings.model, settings.quant, tokenizer, train=False)
+    model = PeftModel.from_pretrained(base, str(RunDir(run_dir) / RunDir.ADAPTER))
+    if settings.quant != "none":
+        as_trained(model)
+    score_head_fp32(model)
+    return tokenizer, place(model)
+
+
 def _pooling_pad_id(ids: Sequence[Sequence[int]], preferred: int | None) -> int:
     """A padding id that no real token of the batch uses.
 
@@ -90,6 +112,18 @@ def _pooling_pad_id(ids: Sequence[Sequence[int]], preferred: int | None) -> int:
     if preferred is not None and preferred not in used:
         return preferred
     return next(i for i in range(len(used) + 1) if i not in used)
+
+
+def judge_input_ids(tokenizer: Any, texts: Sequence[str], max_length: int, append_eos: bool) -> list[list[int]]:
+    """The token ids a classifier judge reads: each text truncated to `max_length` tokens, with the
+    tokenizer's EOS id last where `append_eos` (room is kept for it). Training a judge
+    (`jobs/reward.py`) builds its inputs with this function too, so a trained judge is read exactly
+    as it was trained."""
+    if append_eos and tokenizer.eos_token_id is None:
+        raise EvaluationError("append_eos: the judge's tokenizer has no EOS token; set append_eos=false")
+    limit = max_length - 1 if append_eos else max_length
+    ids = [list(tokenizer(text=t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
+    return [[*seq, tokenizer.eos_token_id] for seq in ids] if append_eos else ids
 
 
 def classifier_scores(
@@ -106,12 +140,7 @@ def classifier_scores(
     from ..trl_compat import pad
 
     device = next(model.parameters()).device
-    if append_eos and tokenizer.eos_token_id is None:
-        raise EvaluationError("append_eos: the judge's tokenizer has no EOS token; set append_eos=false")
-    limit = max_length - 1 if append_eos else max_length
-    ids = [list(tokenizer(text=t, truncation=True, max_length=limit)["input_ids"]) for t in texts]
-    if append_eos:
-        ids = [[*seq, tokenizer.eos_token_id] for seq in ids]
+    ids = judge_input_ids(tokenizer, texts, max_length, append_eos)
     scores: list[float] = []
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     saved = config.pad_token_id

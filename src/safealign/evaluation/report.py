@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import io
+from ..bootstrap import PERCENTILE, WILSON
 from ..data.loading import Rows
 from ..errors import ConfigError, EvaluationError
 from ..objectives import Pair
 from ..pairs import Filters
 from ..rundir import RunDir
 from ..settings import EvalSettings, TrainSettings, fill_missing, parse_train
+from ..settings.judge_run import judge_kind
 from ..settings.runs import is_sft_config
 from .dimensions import build_dimensions, load_heldout
 from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
-from .metrics import dimension_metrics, pair_outcomes, side_metrics, win_rates
+from .metrics import dimension_metrics, pair_outcomes, side_cis, side_metrics, win_rate_cis, win_rates
 from .refusal_run import REFUSALS, format_refusal, refusal_eval
 from .scoring import PolicyModels, load_policy, own_reference, release_memory, score_units, tokenize_units
 from .trl_metrics import eval_metrics
@@ -111,6 +113,12 @@ def load_run(run_dir: str | Path) -> TrainSettings:
         saved = run.saved_config()
     except Exception:  # yaml raises its own error types; saved_settings below says what is wrong
         saved = None
+    if judge_kind(saved) is not None:
+        raise EvaluationError(
+            f"run_dir={run_dir}: that run is a {judge_kind(saved)} model (recipes/reward.py), a judge, not a policy; "
+            f"recipes/evaluate.py run_dir={run_dir} evaluates it as a judge, eval.judge.{judge_kind(saved)}.path="
+            f"{run_dir} judges a policy with it"
+        )
     if isinstance(saved, dict) and is_sft_config(saved):
         raise EvaluationError(
             f"run_dir={run_dir}: that run is an SFT run (recipes/sft.py), which has no DPO β or reference to score "
@@ -184,9 +192,12 @@ def generation_eval(
         "prompts": len(prompts),
         "judges": judges,
         "generation": dataclasses.asdict(ev.generation),
-        "policy": side_metrics(judged["policy"]),
-        "reference": side_metrics(judged["reference"]),
+        "policy": {**side_metrics(judged["policy"]), **side_cis(judged["policy"], ev.bootstrap, ev.seed)},
+        "reference": {**side_metrics(judged["reference"]), **side_cis(judged["reference"], ev.bootstrap, ev.seed)},
         "win_rate": win_rates(judged["policy"], judged["reference"], ev.judge),
+        "win_rate_ci": win_rate_cis(judged["policy"], judged["reference"], ev.judge),
+        "ci": {"level": 0.95, "method": f"rates: {WILSON} score interval; mean reward and cost: {PERCENTILE} over "
+               "prompts", "resamples": ev.bootstrap, "seed": ev.seed},
         "by_category": {
             c: {
                 "prompts": len(idx),

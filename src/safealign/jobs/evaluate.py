@@ -55,7 +55,7 @@ def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
     if (path / RunDir.CONFIG).is_file() or (path / RunDir.STATUS).is_file() or not path.is_dir():
         if path.is_dir():
             check_writable(RunDir(path), ev)
-        return {str(path): evaluate_run(path, ev)}
+        return {str(path): evaluate_one(path, ev)}
     reports: dict[str, Any] = {}
     failed: list[str] = []
     runs = []
@@ -69,7 +69,7 @@ def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
         check_writable(run, ev)
     for run in runs:
         try:
-            reports[str(run)] = evaluate_run(run.path, ev)
+            reports[str(run)] = evaluate_one(run.path, ev)
         except SafealignError as err:
             log.error("%s: evaluation failed: %s", run, err)
             failed.append(f"{run.name}: {err}")
@@ -78,6 +78,13 @@ def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
             raise EvaluationError(f"run_dir={path}: {len(failed)} run(s) could not be evaluated ({'; '.join(failed)})")
         raise EvaluationError(f"run_dir={path}: no finished run (status done) to evaluate")
     return reports
+
+
+def evaluate_one(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
+    """A policy run's evaluation (`evaluate_run`), or a judge run's (`evaluate_judge_run`: recipes/reward.py)."""
+    from ..evaluation.judge_eval import evaluate_judge_run, is_judge_run
+
+    return evaluate_judge_run(path, ev) if is_judge_run(path) else evaluate_run(path, ev)
 
 
 def check_writable(run: RunDir, ev: EvalSettings) -> None:

@@ -45,10 +45,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .. import io
-from ..bootstrap import PERCENTILE, WILSON, bootstrap_mean_ci, rate_ci
+from ..bootstrap import PERCENTILE, WILSON, rate_ci
 from ..errors import DataError, RunDirError
 from ..evaluation.judges import any_judge, judge_responses
-from ..evaluation.metrics import side_metrics
+from ..evaluation.metrics import side_cis, side_metrics
 from ..evaluation.refusal import json_objects
 from ..evaluation.refusal_run import classifier_name, classify_refusals
 from ..rundir import RunDir
@@ -132,12 +132,6 @@ def _keep_input_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{renames.get(key, key): value for key, value in row.items()} for row in rows]
 
 
-def _with_ci(out: dict[str, Any], key: str, values: Sequence[float], resamples: int, seed: int) -> None:
-    """`key`_ci: a rate's Wilson interval, a mean's (reward, cost) percentile bootstrap CI."""
-    rate = key.endswith("_rate")
-    out[f"{key}_ci"] = rate_ci(values) if rate else bootstrap_mean_ci(values, resamples, seed)
-
-
 def group_summary(records: Sequence[Mapping[str, Any]], resamples: int, seed: int) -> dict[str, Any]:
     """n, harmless rate, refusal rate, mean reward and mean cost of one model's rows, with 95% CIs
     (rates: Wilson; means: percentile bootstrap)."""
@@ -148,12 +142,8 @@ def group_summary(records: Sequence[Mapping[str, Any]], resamples: int, seed: in
         "refusal_rate": sum(refused) / len(refused),
         **{k: v for k, v in metrics.items() if k != "responses"},
     }
-    _with_ci(out, "refusal_rate", refused, resamples, seed)
-    _with_ci(out, "harmless_rate", [not r["unsafe"] for r in records if r["unsafe"] is not None], resamples, seed)
-    for judge in ("reward", "cost"):
-        if f"mean_{judge}" in out:
-            _with_ci(out, f"mean_{judge}", [r[judge] for r in records], resamples, seed)
-    return out
+    out["refusal_rate_ci"] = rate_ci(refused)
+    return {**out, **side_cis(records, resamples, seed)}
 
 
 def _judgeable(text: str) -> str:

@@ -9,6 +9,7 @@ is what makes `model.adapter=RUN_DIR`, resume, and `compare.py` work the same fo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -39,6 +40,8 @@ class Pairs:
     train_report: PairReport
     test: list[Pair]
     test_report: PairReport | None
+    # (prompt, response) -> is the response safe, from the rows (`load_pairs(labels=True)`: a cost model's signs)
+    safety: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -101,19 +104,32 @@ def start(run_dir: RunDir, cfg: DictConfig, resolved: Any, pairs: Pairs, clear: 
     })  # fmt: skip
 
 
-def load_pairs(s: PairsSettings) -> Pairs:
-    """The train pairs (none left is an error that says where every row went) and the held-out pairs."""
-    train_pairs, train_report = make_pairs(load_split(s.data, "train"), s.objective, s.options, s.filters)
+def load_pairs(s: PairsSettings, labels: bool = False) -> Pairs:
+    """The train pairs (none left is an error that says where every row went) and the held-out pairs;
+    with `labels`, each response's safety label too (`Pairs.safety`)."""
+    train_rows = load_split(s.data, "train")
+    train_pairs, train_report = make_pairs(train_rows, s.objective, s.options, s.filters)
     test_rows = load_split(s.data, "test")
+    safety = safety_labels([*train_rows.rows, *(test_rows.rows if test_rows else [])]) if labels else {}
     if test_rows is None:
-        return Pairs(train_pairs, train_report, [], None)
+        return Pairs(train_pairs, train_report, [], None, safety)
     test_pairs, test_report = build_pairs(test_rows.rows, s.objective, s.options, s.filters, dropped=test_rows.dropped)
     shared = count_shared_prompts(train_pairs, test_pairs, test_report)
     if shared and is_main_process():
         total = len({p.prompt for p in test_pairs})
         log.warning("%d of %d held-out prompts also occur in the train split: evaluation on them is not held out "
                     "(pair_report.json: test.prompts_in_train)", shared, total)  # fmt: skip
-    return Pairs(train_pairs, train_report, test_pairs, test_report)
+    return Pairs(train_pairs, train_report, test_pairs, test_report, safety)
+
+
+def safety_labels(rows: Sequence[Any]) -> dict[tuple[str, str], bool]:
+    """(prompt, response) -> `is_response_K_safe` for both responses of every row (the first row's label
+    where the same response to the same prompt occurs again)."""
+    out: dict[tuple[str, str], bool] = {}
+    for row in rows:
+        for k in (0, 1):
+            out.setdefault((row["prompt"], row[f"response_{k}"]), bool(row[f"is_response_{k}_safe"]))
+    return out
 
 
 @contextlib.contextmanager

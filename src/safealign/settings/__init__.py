@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, read_write
@@ -23,7 +24,7 @@ from .. import objectives
 from ..errors import ConfigError, unknown_key, unknown_name
 from ..losses import check_margins, check_own_losses
 from ..pairs import Filters
-from ..templates import TEMPLATES
+from ..templates import TEMPLATES, TEXT_TEMPLATES
 from .adapter import adapter_dir, check_adapter
 from .data import FILTER_KEYS, ON_INVALID, DataConfig, parse_data
 from .eval import (
@@ -38,16 +39,48 @@ from .eval import (
     ScorerConfig,
     parse_eval,
 )
+from .judge_run import JUDGE_KINDS, JUDGE_OBJECTIVES, judge_kind, not_a_policy, read_config
 from .runs import check_margin_run
 from .train import RUN_KEYS, SFT_RUN_KEYS, TRL_FIELDS, check_preset, check_train_values
 from .typed import choice, container, existing_path, positive_int, typed
 
 __all__ = [
-    "DIMENSIONS", "DTYPES", "FILTER_KEYS", "ON_INVALID", "PEFT_METHODS", "QUANT_METHODS", "RUN_KEYS", "TRL_FIELDS",
-    "DataConfig", "EvalDataConfig", "EvalSettings", "GenerationConfig", "GuardConfig", "JudgeConfig", "ModelConfig",
-    "PairsSettings", "PeftConfig", "QuantConfig", "RunOptions", "SFTSettings", "ScorerConfig", "TemplateConfig",
-    "TrainSettings", "adapter_dir", "check_metric", "fill_missing", "parse_data", "parse_eval", "parse_pairs",
-    "parse_sft", "parse_train",
+    "DIMENSIONS",
+    "DTYPES",
+    "FILTER_KEYS",
+    "JUDGE_KINDS",
+    "ON_INVALID",
+    "PEFT_METHODS",
+    "QUANT_METHODS",
+    "RUN_KEYS",
+    "TRL_FIELDS",
+    "DataConfig",
+    "EvalDataConfig",
+    "EvalSettings",
+    "GenerationConfig",
+    "GuardConfig",
+    "JudgeConfig",
+    "JudgeTrainSettings",
+    "ModelConfig",
+    "PairsSettings",
+    "PeftConfig",
+    "QuantConfig",
+    "RunOptions",
+    "SFTSettings",
+    "ScorerConfig",
+    "TemplateConfig",
+    "TrainSettings",
+    "adapter_dir",
+    "check_metric",
+    "fill_missing",
+    "judge_kind",
+    "load_judge_settings",
+    "parse_data",
+    "parse_eval",
+    "parse_pairs",
+    "parse_reward",
+    "parse_sft",
+    "parse_train",
 ]  # fmt: skip
 
 PEFT_METHODS = ("lora", "none")
@@ -120,6 +153,15 @@ class SFTSettings(PairsSettings):
 
 
 @dataclass
+class JudgeTrainSettings(SFTSettings):
+    """A checked reward/cost model config (`recipes/reward.py`). `train` holds RewardConfig's keyword arguments;
+    `objective` is the one whose pairs the judge trains on (`JUDGE_OBJECTIVES`)."""
+
+    judge: str
+    eval: EvalSettings
+
+
+@dataclass
 class TrainSettings(SFTSettings):
     """A checked DPO config. `train` holds DPOConfig's keyword arguments (`trainer.dpo_config`)."""
 
@@ -175,6 +217,44 @@ def parse_sft(cfg: DictConfig) -> SFTSettings:
     return _parse_training(cfg, "SFTConfig", SFT_TOP_LEVEL)
 
 
+JUDGE_TOP_LEVEL = ("judge", "eval", "preset")  # reward.yaml's keys beside the groups
+
+
+def parse_reward(cfg: DictConfig) -> JudgeTrainSettings:
+    """Check the whole judge config (`recipes/reward.py`: `judge=reward|cost`, `train` keys RewardConfig's)."""
+    from omegaconf import OmegaConf
+
+    check_preset(cfg)
+    kind = cfg.get("judge")
+    if kind not in JUDGE_KINDS:
+        raise ConfigError(f"judge: expected reward or cost (judge=reward trains a reward model on the more helpful "
+                          f"response, judge=cost a cost model on the more harmful one), got {kind!r}")  # fmt: skip
+    if "objective" in cfg:
+        raise ConfigError(f"objective: a judge run trains on its own pairs (judge={kind}: the "
+                          f"{JUDGE_OBJECTIVES[kind]} objective's); drop objective=")  # fmt: skip
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    plain.objective = {"name": JUDGE_OBJECTIVES[kind]}
+    s = _parse_training(plain, "RewardConfig", JUDGE_TOP_LEVEL)
+    if s.template not in TEXT_TEMPLATES:
+        raise ConfigError(f"template={s.template}: a judge scores `prompt + response + EOS` as text; use one of "
+                          f"{', '.join(TEXT_TEMPLATES)}")  # fmt: skip
+    if s.model.adapter is not None:
+        raise ConfigError(f"model.adapter={s.model.adapter}: a judge trains a new adapter and score head on the base "
+                          "model; drop model.adapter")  # fmt: skip
+    ev = parse_eval(cfg.get("eval"))
+    return JudgeTrainSettings(**{f.name: getattr(s, f.name) for f in dataclasses.fields(s)}, judge=kind, eval=ev)
+
+
+def load_judge_settings(run_dir: str | Path) -> JudgeTrainSettings:
+    """The checked settings a judge run trained with (`JudgeTrainSettings`), from its config.yaml."""
+    from omegaconf import OmegaConf
+
+    saved = read_config(Path(run_dir))
+    if judge_kind(saved) is None:
+        raise ConfigError(f"{run_dir}: not a judge run (its config.yaml has no judge: reward|cost)")
+    return parse_reward(OmegaConf.create(saved))
+
+
 def _parse_training(cfg: DictConfig, trl_class: str, top_level: Sequence[str]) -> SFTSettings:
     """What DPO and SFT configs share: data, objective, template, model, quant, peft and `train`."""
     pairs = parse_pairs(cfg, TRAIN_GROUPS, top_level)
@@ -196,6 +276,7 @@ def _parse_training(cfg: DictConfig, trl_class: str, top_level: Sequence[str]) -
         raise ConfigError(
             f"quant={quant} with peft=none: a quantized model cannot be fully fine-tuned; use peft=lora, or quant=none"
         )
+    not_a_policy(model.adapter, "model.adapter")
     model.adapter = check_adapter(model, peft.method)  # absolute, and so saved in the run's config.yaml:
     if model.adapter is not None and cfg.model.get("adapter") != model.adapter:  # not relative to the cwd
         with read_write(cfg.model):

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .data import ON_INVALID, parse_data
+from .judge_run import judge_run_scorer
 from .typed import choice, existing_path, positive_int, typed
 
 log = logging.getLogger("safealign")
@@ -170,6 +171,9 @@ def parse_eval(node: Any) -> EvalSettings:
         raise ConfigError("eval: missing config group; add `- eval: default` to the config's defaults")
     ev: EvalSettings = typed(EvalSettings, node, "eval")
     _check_eval_values(ev)
+    # a judge run as eval.judge.ROLE.path brings its own template, EOS convention and threshold
+    ev.judge.reward = judge_run_scorer(ev.judge.reward, "reward")
+    ev.judge.cost = judge_run_scorer(ev.judge.cost, "cost")
     if ev.data.filters is not None:
         parse_data({**_default_data(), "filters": ev.data.filters}, "eval.data")
     for name in ev.dimensions:

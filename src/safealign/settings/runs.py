@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ConfigError, unknown_name
 from ..rundir import RunDir
 from .eval import EvalSettings, parse_eval
+from .judge_run import not_a_policy
 from .train import TRL_FIELDS
 from .typed import container
 
@@ -56,6 +57,7 @@ def finished_lora_run(path: Any, key: str, what: str, sft: str = "") -> dict[str
         raise ConfigError(f"{key}={path}: its {RunDir.CONFIG} is unreadable ({err})") from err
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise ConfigError(f"{key}={path}: no {RunDir.CONFIG} with a model group; is it a training run directory?")
+    not_a_policy(path, key)
     if is_sft_config(saved):
         raise ConfigError(f"{key}={path}: that run is an SFT run (recipes/sft.py: its {RunDir.CONFIG} has "
                           f"SFTConfig's train keys, no DPO β or reference); {sft or f'{what} is needed'}")  # fmt: skip

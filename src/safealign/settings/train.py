@@ -20,7 +20,8 @@ from ..losses import LOSS_TYPES
 FIELDS_FILE = Path(__file__).parents[1] / "trl_fields.json"
 TRL_FIELDS: dict[str, Any] = json.loads(FIELDS_FILE.read_text(encoding="utf-8"))
 RUN_KEYS = ("resume", "overwrite", "precompute_ref")  # safealign's own `train` keys (settings.RunOptions)
-SFT_RUN_KEYS = ("resume", "overwrite")  # SFT has no reference model: no precompute_ref
+SFT_RUN_KEYS = ("resume", "overwrite")  # SFT and judges have no reference model: no precompute_ref
+RECIPES = {"SFTConfig": "recipes/sft.py", "RewardConfig": "recipes/reward.py"}
 
 KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
               "list": "a list", "dict": "a mapping", "null": "null"}  # fmt: skip
@@ -67,8 +68,10 @@ def check_train_values(train: dict[str, Any], trl_class: str = "DPOConfig") -> d
             hint = "train.precompute_ref" if key == "precompute_ref_log_probs" else "hydra.run.dir"
             raise ConfigError(f"train.{key}: set by safealign; use {hint} instead")
         if not dpo and (key in TRL_FIELDS["DPOConfig"] or key in RUN_KEYS) and key not in fields:
-            raise ConfigError(f"train.{key}: a DPO setting, not an SFTConfig field (recipes/sft.py trains with "
-                              f"trl.SFTConfig); remove it, e.g. ~train.{key} on the command line")  # fmt: skip
+            recipe = RECIPES.get(trl_class, "")
+            raise ConfigError(f"train.{key}: a DPO setting, not a{'n' if trl_class[0] == 'S' else ''} {trl_class} "
+                              f"field ({recipe} trains with trl.{trl_class}); remove it, e.g. ~train.{key} on the "
+                              "command line")  # fmt: skip
         if key not in fields:
             raise unknown_key(f"train.{key}", [*fields, *run_keys], f"train (any trl.{trl_class} field)")
         if key == "bf16":
@@ -169,7 +172,7 @@ def _check_device(train: Mapping[str, Any]) -> None:
 # Presets (`experiment=NAME`, conf/experiment/): what a preset requires of the rest of the config
 # ----------------------------------------------------------------------------------------------
 
-PRESET_KEYS = ("name", "objective", "adapter")
+PRESET_KEYS = ("name", "objective", "adapter", "judge")
 
 
 def check_preset(cfg: Any) -> None:
@@ -199,6 +202,16 @@ def check_preset(cfg: Any) -> None:
             f"model.adapter: missing; experiment={name} continues a previous run: pass model.adapter=<{run}> (after "
             f"a full fine-tune, peft=none: model.name_or_path=<{run}>/adapter)"
         )
+    judge = preset.get("judge")
+    if judge is not None and "objective" in cfg:  # a policy recipe (dpo.yaml, sft.yaml) has an objective group
+        raise ConfigError(f"experiment={name} is a preset of recipes/reward.py judge={judge} (a {judge} model), not "
+                          "of this recipe")  # fmt: skip
+    if judge is not None and cfg.get("judge") != judge:
+        raise ConfigError(f"experiment={name} is a preset for judge={judge} (its train values are that model's), but "
+                          f"judge={cfg.get('judge')} was chosen: drop judge={cfg.get('judge')}, or drop "
+                          f"experiment={name}")  # fmt: skip
+    if judge is not None or "judge" in cfg:
+        return  # a judge run (recipes/reward.py) has no objective
     wanted, chosen = preset.get("objective"), OmegaConf.select(cfg, "objective.name", default=None)
     if wanted is not None and chosen != wanted:
         raise ConfigError(
