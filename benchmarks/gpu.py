@@ -212,7 +212,7 @@ def main() -> None:
     workdir = a.workdir or Path(common.scratch("bench-gpu-"))
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_model(workdir, SMOKE if a.smoke else LLAMA_7B)
-    data = write_rows(workdir, model_dir, n=max(64, a.batch_size * (a.steps + 2)))
+    data = write_rows(workdir, model_dir, n=max(16 if a.smoke else 64, a.batch_size * (a.steps + 2)))
     argv = [
         "--model-dir",
         str(model_dir),

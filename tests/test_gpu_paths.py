@@ -109,7 +109,7 @@ def launch_env(config: str, **extra: str) -> dict[str, str]:
 
 
 def test_a_plain_command_on_a_multi_gpu_machine_is_refused_with_the_fix():
-    with pytest.raises(SafealignError, match="CUDA_VISIBLE_DEVICES=0 .*conf/accelerate/ddp.yaml"):
+    with pytest.raises(SafealignError, match=r"CUDA_VISIBLE_DEVICES=0 .*conf/accelerate/ddp.yaml"):
         check_launch(Launch.from_env({}), gpus=4, quant="nf4")
     check_launch(Launch.from_env({}), gpus=1, quant="nf4")
     check_launch(Launch.from_env(launch_env("ddp.yaml")), gpus=4, quant="nf4")
@@ -123,7 +123,7 @@ def test_what_works_with_nf4_under_each_shipped_launcher(config, nf4_works):
     if nf4_works:
         check_launch(launch, gpus=2, quant="nf4")
     else:
-        with pytest.raises(SafealignError, match="quant=nf4 under .* is not supported.*Use quant=none"):
+        with pytest.raises(SafealignError, match=r"quant=nf4 under .* is not supported.*Use quant=none"):
             check_launch(launch, gpus=2, quant="nf4")
 
 
@@ -133,7 +133,7 @@ def test_fsdp_saves_a_full_state_dict_and_precomputes_nothing():
     assert precompute_under(launch, True) is False  # TRL issue #6470: turned off, with a warning
     assert precompute_under(Launch.from_env(launch_env("ddp.yaml")), True) is True
     sharded = Launch.from_env(launch_env("fsdp.yaml", FSDP_STATE_DICT_TYPE="SHARDED_STATE_DICT"))
-    with pytest.raises(SafealignError, match="SHARDED_STATE_DICT saves no adapter.*FULL_STATE_DICT"):
+    with pytest.raises(SafealignError, match=r"SHARDED_STATE_DICT saves no adapter.*FULL_STATE_DICT"):
         check_launch(sharded, gpus=2, quant="none")
 
 
@@ -141,7 +141,7 @@ def test_a_save_that_wrote_no_weights_fails_the_run(tmp_path):
     from safealign.jobs.training import check_saved
 
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(SafealignError, match="no weights were saved.*FULL_STATE_DICT"):
+    with pytest.raises(SafealignError, match=r"no weights were saved.*FULL_STATE_DICT"):
         check_saved(tmp_path)
     (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
     check_saved(tmp_path)
@@ -156,7 +156,8 @@ def test_every_7b_model_trains_with_gradient_checkpointing_by_default(recipe):
     for model in models:
         cfg = compose(recipe, [f"model={model}"])
         assert cfg.train.gradient_checkpointing is (model != "tiny"), model
-    assert compose(recipe, ["model=alpaca-7b", "train.gradient_checkpointing=false"]).train.gradient_checkpointing is False
+    off = compose(recipe, ["model=alpaca-7b", "train.gradient_checkpointing=false"])
+    assert off.train.gradient_checkpointing is False
 
 
 def test_the_recipe_shows_gradient_checkpointing_on_for_alpaca_7b():
@@ -290,3 +291,36 @@ def test_the_gpu_benchmark_runs_on_the_cpu(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["results"]["model_load_seconds"] > 0
     assert all(r["global_step"] == 3 for side in doc["results"]["runs"].values() for r in side)
+
+
+# ---- evaluation after training (faults 7, 8) ----
+
+def test_evaluation_autocasts_as_training_did():
+    from safealign.devices import autocast_dtype, training_precision
+
+    assert autocast_dtype("cuda", bf16=True, fp16=False) == "bfloat16"
+    assert autocast_dtype("cuda", bf16=False, fp16=True) == "float16"
+    assert autocast_dtype("cuda", bf16=False, fp16=False) is None  # train.bf16=false: fp32, as trained
+    assert autocast_dtype("cpu", bf16=True, fp16=False) is None
+    with training_precision("cpu", True, False):  # a no-op on the CPU
+        assert not torch.is_autocast_enabled()
+
+
+def test_the_trained_policy_is_freed_before_the_judges_load():
+    import functools
+    import weakref
+    from types import SimpleNamespace
+
+    from safealign.evaluation.scoring import PolicyModels
+    from safealign.jobs.dpo import drop_models
+
+    policy = torch.nn.Linear(4, 4)
+    freed = []
+    accelerator = SimpleNamespace(free_memory=lambda: freed.append(True))
+    trainer = SimpleNamespace(model=policy, model_wrapped=policy, ref_model=None, accelerator=accelerator,
+                              optimizer=torch.optim.AdamW(policy.parameters()), lr_scheduler=None)  # fmt: skip
+    models = PolicyModels(policy, None, on_release=functools.partial(drop_models, trainer))
+    alive = weakref.ref(policy)
+    del policy
+    models.release()
+    assert alive() is None and freed == [True]  # nothing holds the policy: its memory is back

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import SafealignError
 
@@ -33,6 +34,30 @@ def mixed_precision(cuda: bool, bf16_native: bool, bf16: bool | str = "auto") ->
     if bf16 != "auto":
         return {"bf16": bool(bf16)}
     return {"bf16": cuda and bf16_native, "fp16": cuda and not bf16_native}
+
+
+def autocast_dtype(device_type: str, bf16: bool, fp16: bool) -> str | None:
+    """The autocast dtype evaluation and generation run under: training's (the Trainer autocasts to
+    bf16 or fp16 on a GPU), so held-out log-probs are the numbers training optimised; none on the CPU."""
+    if device_type != "cuda":
+        return None
+    return "bfloat16" if bf16 else "float16" if fp16 else None
+
+
+def training_precision(device: Any, bf16: bool | None = None, fp16: bool | None = None) -> Any:
+    """A context that autocasts as training did on `device` (`bf16`/`fp16`: the run's DPOConfig flags;
+    None: `train.bf16=auto`'s choice for this GPU)."""
+    import contextlib
+
+    import torch
+
+    if bf16 is None or fp16 is None:
+        from .trainer import has_bf16
+
+        flags = mixed_precision(torch.cuda.is_available(), has_bf16())
+        bf16, fp16 = flags["bf16"], flags["fp16"]
+    dtype = autocast_dtype(torch.device(device).type, bool(bf16), bool(fp16))
+    return torch.autocast("cuda", dtype=getattr(torch, dtype)) if dtype else contextlib.nullcontext()
 
 
 def load_dtype(name: str, full_fine_tuning: bool, bf16_native: bool) -> str:

@@ -173,7 +173,17 @@ def in_memory(trainer: Any, pairs: Pairs) -> tuple[Any, list[Any]]:
     if trainer.ref_model is None and not isinstance(model, PeftModel):
         return None, []
     reference_adapter = "ref" if isinstance(model, PeftModel) and "ref" in model.peft_config else None
-    return PolicyModels(model.eval(), trainer.processing_class, trainer.ref_model, reference_adapter), pairs.test
+    models = PolicyModels(model.eval(), trainer.processing_class, trainer.ref_model, reference_adapter,
+                          on_release=functools.partial(drop_models, trainer))  # fmt: skip
+    return models, pairs.test
+
+
+def drop_models(trainer: Any) -> None:
+    """Let go of the trainer's policy, reference and optimizer state (and accelerate's references to them),
+    so that releasing the evaluation's models before the judges load frees their memory."""
+    trainer.model = trainer.model_wrapped = trainer.ref_model = None
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.accelerator.free_memory()
 
 
 def select_metric(metrics: dict[str, Any] | None, key: str | None) -> float | None:
