@@ -324,3 +324,39 @@ def test_the_trained_policy_is_freed_before_the_judges_load():
     del policy
     models.release()
     assert alive() is None and freed == [True]  # nothing holds the policy: its memory is back
+
+
+@pytest.mark.integration
+def test_submitit_requeues_a_preempted_job_which_resumes_to_done(tmp_path):
+    """Hydra's submitit_local launcher: SIGUSR2 to the job mid-training (what SLURM sends before the time
+    limit) leaves a checkpoint and `interrupted`; submitit requeues the job, which resumes to done."""
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    cmd = [sys.executable, "recipes/dpo.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.max_num_timeout=2",
+           "train.max_steps=12", "train.per_device_train_batch_size=4", "train.save_steps=1000",
+           "train.logging_steps=1", "train.report_to=[]", "objective=harmless", "quant=none",
+           "eval.after_train=false", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir, signalled, deadline = tmp_path / "0", False, time.monotonic() + 400
+    try:
+        while not signalled and proc.poll() is None and time.monotonic() < deadline:
+            logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob(".submitit/*/*_log.*"))
+            if "step 2/" in logs:
+                jobs = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                        if "submitit.core._submit" in " ".join(c.cmdline())]  # fmt: skip
+                assert len(jobs) == 1, jobs
+                jobs[0].send_signal(signal.SIGUSR2)
+                signalled = True
+            time.sleep(0.2)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob(".submitit/*/*_log.*"))
+    assert signalled, out[-2000:]
+    assert proc.returncode == 0, (out + logs)[-3000:]
+    assert "interrupted by SIGUSR2" in logs and "Requeued job" in logs, logs[-3000:]
+    assert json.loads((run_dir / "status.json").read_text()) == {"status": "done"}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from"].startswith("checkpoint-") and metrics["global_step"] == 12

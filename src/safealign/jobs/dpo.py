@@ -49,13 +49,19 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
 
             fill_margins(settings, args, pairs)
         # One scoring pass at the end: the held-out evaluation also gives TRL's eval metrics.
-        once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args)
+        # Not for full fine-tuning with precomputed reference log-probs: no reference stays in memory then, so
+        # the test pairs' reference log-probs must be precomputed with the initial policy, before training.
+        no_reference = settings.peft.method == "none" and args.precompute_ref_log_probs
+        once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args) and not no_reference
         metrics, trainer = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
                                      functools.partial(build_trainer, evaluate_once=once), callbacks,
                                      evaluate=not once)  # fmt: skip
 
         if main:
-            heldout = after_training(run_dir.path, settings.eval, args.world_size, *in_memory(trainer, pairs), args)
+            models, run_pairs = in_memory(trainer, pairs)
+            if models is None:  # the evaluation loads the saved model: the trained one need not stay meanwhile
+                drop_models(trainer)
+            heldout = after_training(run_dir.path, settings.eval, args.world_size, models, run_pairs, args)
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
             if once and pairs.test:
