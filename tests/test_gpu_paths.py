@@ -19,6 +19,8 @@ from safealign.cli import compose
 from safealign.devices import Launch, check_launch, load_dtype, mixed_precision, native_bf16, precompute_under
 from safealign.errors import SafealignError
 
+from .runs import signal_mid_training
+
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = REPO / "conf" / "accelerate"
 
@@ -251,17 +253,8 @@ def test_sigusr2_saves_a_checkpoint_marks_interrupted_and_resumes_to_done(tmp_pa
             "train.logging_steps=1", "train.report_to=[]", "objective=harmless", "quant=none",
             "eval.after_train=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
     cmd = [sys.executable, "recipes/dpo.py", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "step 2/" in line:
-            proc.send_signal(signal.SIGUSR2)
-            break
-    rest, _ = proc.communicate(timeout=240)
-    out = "".join(seen) + rest
-    assert proc.returncode == 128 + signal.SIGUSR2, out[-2000:]
+    returncode, out = signal_mid_training(cmd, REPO, signal.SIGUSR2)
+    assert returncode == 128 + signal.SIGUSR2, out[-2000:]
     assert "interrupted by SIGUSR2" in out and "Traceback" not in out
     assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
     assert len(list(run_dir.glob("checkpoints/checkpoint-*"))) == 1
