@@ -326,7 +326,7 @@ def test_submitit_requeues_a_preempted_job_which_resumes_to_done(tmp_path):
     import time
 
     psutil = pytest.importorskip("psutil")
-    cmd = [sys.executable, "recipes/dpo.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.max_num_timeout=2",
+    cmd = [sys.executable, "recipes/dpo.py", "-m", "hydra/launcher=submitit_local",
            "train.max_steps=12", "train.per_device_train_batch_size=4", "train.save_steps=1000",
            "train.logging_steps=1", "train.report_to=[]", "objective=harmless", "quant=none",
            "eval.after_train=false", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
@@ -353,3 +353,15 @@ def test_submitit_requeues_a_preempted_job_which_resumes_to_done(tmp_path):
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "done"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from"].startswith("checkpoint-") and metrics["global_step"] == 12
+
+
+def test_bf16_true_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
+    from safealign.errors import ConfigError
+    from safealign.settings import parse_train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (7, 0))
+    with pytest.raises(ConfigError, match=r"train\.bf16=true: this device has no bf16 support"):
+        parse_train(compose("dpo", ["train.bf16=true"]))

@@ -125,6 +125,7 @@ def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
         if main:
             run_dir.write_status("interrupted", error=str(err))
         if err.requeue is not None:  # submitit's handler: requeue the job (it resumes from the checkpoint), exit
+            log.warning("%s; the cluster launcher requeues the job", err)
             err.requeue()
         raise
     except BaseException as err:
