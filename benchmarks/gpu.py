@@ -122,8 +122,32 @@ def settings(a: argparse.Namespace) -> tuple[list[str], Any]:
         bf16=bf16,
         per_device_train_batch_size=a.batch_size,
         gradient_checkpointing=a.gradient_checkpointing,
+        # safealign precomputes the reference log-probs by default (train.precompute_ref=true);
+        # the TRL user is given the same setting, or the two DPOConfigs (and the step times) differ.
+        precompute_ref_log_probs=True,
     )
     return ours, theirs
+
+
+def load_time(model_dir: Path) -> dict[str, Any]:
+    """Seconds to load the model as safealign's `quant=nf4 peft=lora` loads it (onto the GPU when there is one)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from safealign.modeling import load_model
+
+    model_cfg = OmegaConf.create({"name_or_path": str(model_dir), "revision": None, "dtype": "auto",
+                                  "trust_remote_code": False, "adapter": None})  # fmt: skip
+    peft_cfg = OmegaConf.create({"method": "lora", "r": 16, "alpha": 32, "dropout": 0.05,
+                                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})  # fmt: skip
+    start = time.perf_counter()
+    loaded = load_model(model_cfg, "nf4", peft_cfg)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    del loaded
+    return {"load_seconds": seconds, "gpu_peak_bytes": gpu}
 
 
 def child(a: argparse.Namespace) -> None:
@@ -136,6 +160,9 @@ def child(a: argparse.Namespace) -> None:
     from safealign.templates import to_dataset
 
     common.quiet_libraries()
+    if a.side == "load":
+        common.emit(load_time(Path(a.model_dir)))
+        return
     timer = common.step_timer()
     ours, theirs = settings(a)
     if a.side == "safealign":
@@ -165,7 +192,7 @@ def main() -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--workdir", type=Path, default=None, help="keep the random model here and reuse it")
     p.add_argument("--smoke", action="store_true", help="a small model on the CPU: checks the script, measures nothing")
-    p.add_argument("--child", choices=["safealign", "trl"], dest="side", help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["safealign", "trl", "load"], dest="side", help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -185,7 +212,7 @@ def main() -> None:
     workdir = a.workdir or Path(common.scratch("bench-gpu-"))
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = build_model(workdir, SMOKE if a.smoke else LLAMA_7B)
-    data = write_rows(workdir, model_dir, n=max(64, a.batch_size * (a.steps + 2)))
+    data = write_rows(workdir, model_dir, n=max(16 if a.smoke else 64, a.batch_size * (a.steps + 2)))
     argv = [
         "--model-dir",
         str(model_dir),
@@ -208,6 +235,8 @@ def main() -> None:
     ours, theirs = settings(a)
     overhead.check_same_config(ours, theirs)
 
+    load, _ = common.run_child(Path(__file__), ["--child", "load", *argv])
+    print(f"  model load (nf4, LoRA config): {load['load_seconds']:.1f} s", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {"safealign": [], "trl": []}
     for i in range(a.repeats):
         for side in ("safealign", "trl") if i % 2 == 0 else ("trl", "safealign"):
@@ -226,12 +255,14 @@ def main() -> None:
     # time ratio safealign/TRL per repeat pair = TRL's throughput over safealign's
     pairs = zip(runs["safealign"], runs["trl"], strict=True)
     ratio = common.summarize([theirs["tokens_per_s"] / ours["tokens_per_s"] for ours, theirs in pairs])
-    results = {"tokens_per_s": tps, "gpu_peak_gib": mem, "time_ratio_safealign_over_trl": ratio, "runs": runs}
+    results = {"tokens_per_s": tps, "gpu_peak_gib": mem, "time_ratio_safealign_over_trl": ratio,
+               "model_load_seconds": load["load_seconds"], "runs": runs}  # fmt: skip
     table = common.markdown_table(
         ["side", "tokens/s", "peak GPU GiB"],
         [[side, common.fmt_summary(tps[side], 4), common.fmt_summary(mem[side], 4)] for side in runs],
     )
     table += f"\n\ntime ratio safealign/TRL: {common.fmt_summary(ratio)} (median (min–max) per repeat pair)"
+    table += f"\nmodel load (nf4): {load['load_seconds']:.1f} s"
     if a.smoke:
         table += "\n\n--smoke: a small model on the CPU; these numbers check the script and measure nothing."
     params = {

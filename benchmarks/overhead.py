@@ -71,6 +71,7 @@ def plain_args(output_dir: str, steps: int, **changes: Any) -> Any:
         gradient_checkpointing=False,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,  # safealign's choice: every trained weight is used each step
     )
     return DPOConfig(output_dir=output_dir, **{**kwargs, **changes})
 

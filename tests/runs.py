@@ -39,3 +39,21 @@ def save_random_adapter(out: Path, model_cfg: Any, seed: int, r: int) -> None:
             if "lora_" in name:
                 param.normal_(0, 0.3)
     model.save_pretrained(str(out))
+
+
+def signal_mid_training(cmd: list[str], cwd: Path, sig: int, at: str = "step 2/") -> tuple[int, str]:
+    """Run a recipe in its own process and send it `sig` once its log shows `at` (training and its
+    signal handler under way, whatever the machine's speed); returns its exit code and output."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if at in line:
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=240)
+    return proc.returncode, "".join(seen) + rest

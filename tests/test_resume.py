@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from safetensors.torch import load_file
 from safealign.cli import compose
 from safealign.errors import DataError, RunDirError
 from safealign.jobs.dpo import run as train
+
+from .runs import signal_mid_training
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 30
@@ -44,20 +45,10 @@ def uninterrupted(tmp_path_factory):
 def test_sigterm_saves_a_checkpoint_and_resume_matches(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "recipes/dpo.py", *ARGS, f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    # Signal once step 2 is logged: training (and its signal handler) is under way, whatever the
-    # machine's speed; a fixed sleep let the 30 steps finish first on a fast, idle machine.
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "step 2/" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest, _ = proc.communicate(timeout=240)
-    err = "".join(seen) + rest
+    # Signal once step 2 is logged: a fixed sleep let the 30 steps finish first on a fast, idle machine.
+    returncode, err = signal_mid_training(cmd, REPO, signal.SIGTERM)
 
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted by SIGTERM" in err and "Traceback" not in err
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted"

@@ -26,7 +26,7 @@ def test_remote_code_is_off_unless_asked(monkeypatch, tiny_cfg):
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", spy)
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
-    cfg = OmegaConf.load(CONF / "model" / "alpaca-7b.yaml")
+    cfg = OmegaConf.load(CONF / "model" / "alpaca-7b.yaml").model
     assert cfg.trust_remote_code is False
     for trust in (False, True):
         cfg.trust_remote_code = trust

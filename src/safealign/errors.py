@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -44,10 +44,15 @@ class NoHeldOutError(EvaluationError):
 
 
 class Interrupted(SafealignError):
-    """Training stopped on SIGTERM or Ctrl-C after saving a checkpoint; `train.resume=auto` continues it."""
+    """Training stopped on SIGTERM, Ctrl-C or SIGUSR2 after saving a checkpoint; `train.resume=auto` continues it.
 
-    def __init__(self, run_dir: Path, signum: int, step: int) -> None:
+    `requeue`: the cluster launcher's own handler of the signal (submitit's), called once the run
+    is marked interrupted.
+    """
+
+    def __init__(self, run_dir: Path, signum: int, step: int, requeue: Callable[[], None] | None = None) -> None:
         self.exit_code = 128 + signum
+        self.requeue = requeue
         super().__init__(
             f"interrupted by {signal.Signals(signum).name} at step {step}; a checkpoint was saved. "
             f"Resume with the same command (train.resume=auto is the default) and hydra.run.dir={run_dir}"

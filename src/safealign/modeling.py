@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .devices import load_dtype
 from .errors import SafealignError
 from .hub import go_offline_unless_reachable
 from .settings import QUANT_METHODS
@@ -127,11 +128,13 @@ def load_model(
     kwargs: dict[str, Any] = {
         "revision": model_cfg.revision,
         "trust_remote_code": bool(model_cfg.trust_remote_code),
-        "dtype": torch_dtype(model_cfg.dtype),
+        "dtype": torch_dtype(model_cfg.dtype),  # the reference: never trained, bf16 where the GPU has it
     }
+    full = peft_cfg.method == "none" and getattr(model_cfg, "adapter", None) is None
+    policy_dtype = torch_dtype(load_dtype(model_cfg.dtype, full, has_bf16()))  # fp32 master weights (devices.py)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization_config(quant_method),
-                                                     **kwargs)  # fmt: skip
+                                                     **{**kwargs, "dtype": policy_dtype})  # fmt: skip
         ref_model = AutoModelForCausalLM.from_pretrained(path, **kwargs) if reference else None
     except OSError as err:
         raise _hub_error(path, err) from err

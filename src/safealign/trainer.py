@@ -30,11 +30,15 @@ for _name in ("gradient_checkpointing_enable", "is_gradient_checkpointing"):
 
 
 def has_bf16() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    """bf16 in hardware on every visible GPU (not emulated: `devices.native_bf16`)."""
+    from .devices import cuda_capabilities
+
+    cuda, native, _ = cuda_capabilities()
+    return cuda and native
 
 
 def dpo_config(train: Mapping[str, Any], output_dir: str | Path, precompute_ref: bool = False) -> DPOConfig:
-    """The checked `train` keys as TRL's DPOConfig. `bf16: auto` means bf16 where the GPU has it."""
+    """The checked `train` keys as TRL's DPOConfig. `bf16: auto` means bf16 where the GPU has it natively."""
     args = trl_config(DPOConfig, train, output_dir)
     args.precompute_ref_log_probs = precompute_ref
     return args
@@ -58,8 +62,16 @@ def trl_config(cls: type, train: Mapping[str, Any], output_dir: str | Path) -> A
     # Without a GPU, train on the CPU explicitly: that is also what makes a multi-process launch
     # (accelerate launch --multi_gpu, torchrun) use gloo there instead of running each rank alone.
     kwargs.setdefault("use_cpu", not torch.cuda.is_available())
-    if kwargs.get("bf16", "auto") == "auto":
-        kwargs["bf16"] = has_bf16()
+    if kwargs.get("bf16", "auto") == "auto":  # bf16 where the GPU has it natively, else fp16 on a GPU
+        from .devices import mixed_precision
+
+        flags = mixed_precision(torch.cuda.is_available(), has_bf16())
+        kwargs["bf16"] = flags["bf16"]
+        if flags["fp16"]:
+            kwargs.setdefault("fp16", True)
+    # Every trained weight (LoRA, or the whole model) takes part in every step: DDP's search for unused
+    # parameters (the Trainer's default without gradient checkpointing) is a graph walk per step for nothing.
+    kwargs.setdefault("ddp_find_unused_parameters", False)
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing and warns on the
     # old name; safealign keeps the name users know and passes the new one.
     for old, new in (("gradient_checkpointing", "activation_checkpointing"),
@@ -82,15 +94,27 @@ def trl_config(cls: type, train: Mapping[str, Any], output_dir: str | Path) -> A
     return args
 
 
+def preemption_signal() -> int:
+    """The signal a cluster sends before a job's time limit: submitit's (`SUBMITIT_PREEMPT_SIGNAL`, default USR2)."""
+    import os
+
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return int(getattr(signal, f"SIG{name}", signal.SIGUSR2))
+
+
 class StopOnSignal(TrainerCallback):
-    """On SIGTERM or Ctrl-C, finish the current step, save a checkpoint and stop.
+    """On SIGTERM, Ctrl-C or the cluster's pre-timeout signal (SIGUSR2), finish the step, save a checkpoint, stop.
 
     The Trainer then returns normally with `stopped_by` set, so the caller can mark the run
-    interrupted and exit; `train.resume=auto` continues from that checkpoint.
+    interrupted and exit; `train.resume=auto` continues from that checkpoint. Under submitit
+    (`+cluster=slurm`), its own handler of the pre-timeout signal requeues the job: that
+    handler is kept as `requeue` and called once the run is marked interrupted, so the
+    requeued job resumes from the checkpoint instead of losing the steps since the last save.
     """
 
     def __init__(self) -> None:
         self.stopped_by: int | None = None
+        self.requeue: Any = None  # the handler this one displaced for the signal received, if it was a function
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -100,7 +124,7 @@ class StopOnSignal(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, preemption_signal()):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -117,6 +141,10 @@ class StopOnSignal(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        preempt = preemption_signal()
+        if self.stopped_by == preempt and callable(self._previous.get(preempt)):
+            handler = self._previous[preempt]
+            self.requeue = lambda: handler(preempt, None)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

@@ -249,8 +249,13 @@ class MarginDPOTrainer(DPOTrainer):
     A cache file that cannot be read is a derived file: it is rebuilt, with a warning.
     """
 
-    def __init__(self, *args: Any, ref_cache_dir: str | Path | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, ref_cache_dir: str | Path | None = None, ref_identity: str = "", **kwargs: Any
+    ) -> None:
         self._ref_cache_dir = Path(ref_cache_dir) if ref_cache_dir else None
+        # Before TRL wraps anything (DeepSpeed ZeRO-3 leaves placeholder weights that any model of the same
+        # shape shares): which model the reference is, beside the hash of its weights.
+        self._model_identity = model_identity(kwargs.get("ref_model") or kwargs.get("model"), ref_identity)
         self.ref_cache_hits: list[str] = []
         train_dataset = kwargs.get("train_dataset")
         self._has_margin = train_dataset is not None and "margin" in train_dataset.column_names
@@ -276,9 +281,10 @@ class MarginDPOTrainer(DPOTrainer):
     def _ref_cache_path(self, dataset: Any) -> Path | None:
         if self._ref_cache_dir is None:
             return None
-        key = json.dumps([self._precompute_model_hash, content_hash(dataset), self.args.max_length,
-                          self.args.truncation_mode, self.args.ld_alpha, self.args.pad_to_multiple_of,
-                          self.args.bf16, self.args.fp16, self.accelerator.device.type])  # fmt: skip
+        key = json.dumps([self._precompute_model_hash, self._model_identity, content_hash(dataset),
+                          self.args.max_length, self.args.truncation_mode, self.args.ld_alpha,
+                          self.args.pad_to_multiple_of, self.args.bf16, self.args.fp16,
+                          self.accelerator.device.type])  # fmt: skip
         return self._ref_cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
 
     def _load_cached(self, path: Path, rows: int) -> dict[str, Any] | None:
@@ -293,8 +299,12 @@ class MarginDPOTrainer(DPOTrainer):
         return None
 
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-        path = self._ref_cache_path(dataset)
-        cached = self._load_cached(path, len(dataset)) if path is not None and path.exists() else None
+        # One decision for every rank, rank 0's: the miss path holds collectives, so ranks that decided
+        # differently (a file written between two checks, a hash of ZeRO-3 shards) would wait forever.
+        path = rank0_value(self._ref_cache_path(dataset))
+        main = self.accelerator.is_main_process
+        cached = rank0_value(self._load_cached(path, len(dataset)) if main and path is not None and path.exists()
+                             else None)  # fmt: skip
         if cached is not None:
             self.ref_cache_hits.append(name)
             for column in REF_COLUMNS:
@@ -385,6 +395,31 @@ class MarginDPOTrainer(DPOTrainer):
         metrics["rewards/chosen"][-1] = gather(chosen).mean().item()
         metrics["rewards/accuracies"].append(gather((chosen > rejected).float()).mean().item())
         metrics["rewards/margins"].append(gather(chosen - rejected).mean().item())
+
+
+def rank0_value(value: Any) -> Any:
+    """Rank 0's `value` on every rank of a distributed run (the value itself in a single process)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def model_identity(model: Any, extra: str = "") -> str:
+    """What names a model independently of its weights' values: its name or path, revision, and every
+    parameter's name and full shape (`ds_shape` under ZeRO-3, whose local tensors are empty placeholders).
+    `extra`: what the caller knows beyond that (e.g. the starting adapter's path and contents)."""
+    if model is None:
+        return extra
+    config = getattr(model, "config", None)
+    digest = hashlib.sha256()
+    digest.update(json.dumps([getattr(config, "_name_or_path", None), getattr(config, "_commit_hash", None),
+                              extra]).encode())  # fmt: skip
+    for name, param in model.named_parameters():
+        digest.update(f"{name}:{tuple(getattr(param, 'ds_shape', param.shape))};".encode())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

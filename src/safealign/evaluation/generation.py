@@ -46,6 +46,7 @@ def generate_batched(
     import torch
     from tqdm.auto import tqdm
 
+    from ..devices import training_precision
     from ..trl_compat import pad
 
     texts: list[str] = []
@@ -53,7 +54,7 @@ def generate_batched(
         chunk = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
         input_ids = pad(chunk, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
         attention_mask = pad([torch.ones_like(t) for t in chunk], padding_value=0, padding_side="left").to(device)
-        with torch.no_grad():
+        with torch.no_grad(), training_precision(device):
             out = model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tokenizer.pad_token_id, **kwargs
             )

@@ -77,7 +77,6 @@ def refusal_eval(
     from .. import io
     from .generation import generate_responses
     from .judges import any_judge, judge_responses
-    from .scoring import release_memory
 
     cfg = ev.refusal
     prompts = load_refusal_prompts(cfg.path, cfg.max_prompts, ev.seed)
@@ -88,8 +87,7 @@ def refusal_eval(
     responses = generate_responses(models, texts, settings.template, gen, ev.seed)
     n = len(texts)
     if release and (cfg.classifier != "strmatch" or any_judge(ev.judge)):
-        models.policy = models.reference_model = None
-        release_memory()
+        models.release()
     flags, details = classify_refusals(cfg, ev.judge, texts + texts, responses["policy"] + responses["reference"])
     refused = {"policy": flags[:n], "reference": flags[n:]}
     detail = {"policy": details[:n], "reference": details[n:]}

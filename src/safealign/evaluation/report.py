@@ -27,7 +27,7 @@ from .generation import generate_responses, heldout_prompts
 from .judges import judge_responses
 from .metrics import dimension_metrics, pair_outcomes, side_cis, side_metrics, win_rate_cis, win_rates
 from .refusal_run import REFUSALS, format_refusal, refusal_eval
-from .scoring import PolicyModels, load_policy, own_reference, release_memory, score_units, tokenize_units
+from .scoring import PolicyModels, load_policy, own_reference, score_units, tokenize_units
 from .trl_metrics import eval_metrics
 
 log = logging.getLogger("safealign.evaluation")
@@ -169,8 +169,7 @@ def generation_eval(
     prompts = heldout_prompts(rows, filters, ev.max_prompts, ev.seed)
     texts = [p for p, _ in prompts]
     responses = generate_responses(models, texts, settings.template, ev.generation, ev.seed)
-    models.policy = models.reference_model = None  # the judges need the memory
-    release_memory()
+    models.release()  # the judges need the memory
     # Both sides in one pass, so each judge is loaded once.
     records = judge_responses(ev.judge, texts + texts, responses["policy"] + responses["reference"])
     judged = {"policy": records[: len(texts)], "reference": records[len(texts) :]}
@@ -248,8 +247,8 @@ def evaluate_run(
         "truncation_mode": dpo.truncation_mode,
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
         "dimensions": dimensions,
-        # before generation_eval, which frees the policy for its judges
-        "refusal": refusal_eval(models, settings, ev, run.path, owned and not ev.generate)
+        # before generation_eval, which frees the policy (and the trainer's hold on it) for its judges
+        "refusal": refusal_eval(models, settings, ev, run.path, not ev.generate)
         if ev.refusal.enabled
         else None,
         "generation": generation_eval(models, settings, rows, filters, ev, run.path) if ev.generate else None,
@@ -257,8 +256,7 @@ def evaluate_run(
     }
     report["seconds"] = time.perf_counter() - start
     if owned:
-        models.policy = models.reference_model = None
-        release_memory()
+        models.release()
     io.write_json(run / RunDir.EVAL_PAIRS, {"dimensions": pairs})
     io.write_json(run / RunDir.EVAL, report)
     written = [run / RunDir.EVAL, run / RunDir.EVAL_PAIRS] + ([run / RunDir.GENERATIONS] if ev.generate else [])

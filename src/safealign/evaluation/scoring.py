@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..devices import training_precision
 from ..objectives import Pair
 from ..rundir import RunDir
 from ..settings import TrainSettings, adapter_dir
@@ -50,6 +51,7 @@ class PolicyModels:
     tokenizer: Any
     reference_model: Any | None = None
     reference_adapter: str | None = None
+    on_release: Any = None
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[Any]:
@@ -69,6 +71,15 @@ class PolicyModels:
     @property
     def device(self) -> Any:
         return next(self.policy.parameters()).device
+
+    def release(self) -> None:
+        """Drop the policy and the reference so that the judges have the memory; `on_release` drops
+        whatever else still holds them (the trainer, after training), or freeing them frees nothing."""
+        self.policy = self.reference_model = None
+        if self.on_release is not None:
+            self.on_release()
+            self.on_release = None
+        release_memory()
 
 
 def place(model: Any) -> Any:
@@ -198,7 +209,7 @@ def score_units(
     out = {}
     device = models.device
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.no_grad():
+    with torch.no_grad(), training_precision(device, dpo.bf16, dpo.fp16):
         for units in tqdm(batches, desc="held-out log-probs (policy and reference)", unit="batch"):
             batch = collator([dict(tokenized[u]) for u in units])
             policy, tokens = sequence_logps(models.policy, batch, device)

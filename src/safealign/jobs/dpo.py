@@ -43,19 +43,25 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         from ..trainer import dpo_config
         from .evaluate import after_training
 
-        args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, settings.run.precompute_ref)
+        args = dpo_config(settings.train, run_dir / RunDir.CHECKPOINTS, launch_checked(settings))
         if settings.objective == "modpo":  # each pair's margin from the margin run's model, and β/w
             from ..modpo import fill_margins
 
             fill_margins(settings, args, pairs)
         # One scoring pass at the end: the held-out evaluation also gives TRL's eval metrics.
-        once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args)
+        # Not for full fine-tuning with precomputed reference log-probs: no reference stays in memory then, so
+        # the test pairs' reference log-probs must be precomputed with the initial policy, before training.
+        no_reference = settings.peft.method == "none" and args.precompute_ref_log_probs
+        once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args) and not no_reference
         metrics, trainer = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
                                      functools.partial(build_trainer, evaluate_once=once), callbacks,
                                      evaluate=not once)  # fmt: skip
 
         if main:
-            heldout = after_training(run_dir.path, settings.eval, args.world_size, *in_memory(trainer, pairs), args)
+            models, run_pairs = in_memory(trainer, pairs)
+            if models is None:  # the evaluation loads the saved model: the trained one need not stay meanwhile
+                drop_models(trainer)
+            heldout = after_training(run_dir.path, settings.eval, args.world_size, models, run_pairs, args)
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
             if once and pairs.test:
@@ -90,7 +96,11 @@ def build_trainer(
 
     tokenizer = load_tokenizer(s.model)
     check_template(s.template, tokenizer)  # before the weights load
-    loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing)
+    # Full fine-tuning loads an explicit reference only where its log-probs are not precomputed: TRL
+    # keeps none in memory then, and a 7B reference would hold about 13.5 GB of GPU memory for nothing.
+    reference = s.peft.method == "none" and not args.precompute_ref_log_probs
+    loaded = load_model(s.model, s.quant, s.peft, tokenizer, gradient_checkpointing=args.gradient_checkpointing,
+                        reference=reference)  # fmt: skip
     train = tokenized(pairs, "train", s.template, loaded.tokenizer, args)
     test = tokenized(pairs, "test", s.template, loaded.tokenizer, args) if pairs.test else None
     # Pairs whose prompt alone fills max_length are dropped (as TRL drops them); count them like
@@ -108,11 +118,39 @@ def build_trainer(
         peft_config=loaded.peft_config,
         callbacks=list(callbacks),
         ref_cache_dir=cache_dir() / "ref_logps",
+        ref_identity=reference_identity(s.model),
     )
     use_progress_log(trainer)
     if main:  # once, not once per rank
         log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
     return trainer
+
+
+def reference_identity(model_cfg: Any) -> str:
+    """The reference beyond its base model, for the reference cache's key: the revision, and the starting
+    adapter (`model.adapter`) by the hash of its weights file."""
+    import hashlib
+
+    from ..settings import adapter_dir
+
+    adapter = getattr(model_cfg, "adapter", None)
+    weights = sorted(adapter_dir(adapter).glob("*.safetensors")) if adapter is not None else []
+    digest = hashlib.sha256(b"".join(w.read_bytes() for w in weights)).hexdigest() if weights else None
+    return f"revision={model_cfg.revision} adapter={adapter} sha256={digest}"
+
+
+def launch_checked(s: TrainSettings) -> bool:
+    """Refuse a device / launcher combination that cannot work (`devices.check_launch`); returns whether
+    the reference log-probs are precomputed (not under FSDP, where TRL's precompute crashes)."""
+    from ..devices import Launch, check_launch, cuda_capabilities, precompute_under
+
+    launch = Launch.from_env()
+    check_launch(launch, cuda_capabilities()[2], s.quant)
+    precompute = precompute_under(launch, s.run.precompute_ref)
+    if precompute != s.run.precompute_ref and is_main_process():
+        log.warning("train.precompute_ref=true is turned off under FSDP (TRL's precompute runs before FSDP places "
+                    "the model, TRL issue #6470): reference log-probs are computed batch by batch")  # fmt: skip
+    return precompute
 
 
 def tokenized(pairs: Pairs, split: str, template: str, tokenizer: Any, args: Any) -> Any:
@@ -141,7 +179,17 @@ def in_memory(trainer: Any, pairs: Pairs) -> tuple[Any, list[Any]]:
     if trainer.ref_model is None and not isinstance(model, PeftModel):
         return None, []
     reference_adapter = "ref" if isinstance(model, PeftModel) and "ref" in model.peft_config else None
-    return PolicyModels(model.eval(), trainer.processing_class, trainer.ref_model, reference_adapter), pairs.test
+    models = PolicyModels(model.eval(), trainer.processing_class, trainer.ref_model, reference_adapter,
+                          on_release=functools.partial(drop_models, trainer))  # fmt: skip
+    return models, pairs.test
+
+
+def drop_models(trainer: Any) -> None:
+    """Let go of the trainer's policy, reference and optimizer state (and accelerate's references to them),
+    so that releasing the evaluation's models before the judges load frees their memory."""
+    trainer.model = trainer.model_wrapped = trainer.ref_model = None
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.accelerator.free_memory()
 
 
 def select_metric(metrics: dict[str, Any] | None, key: str | None) -> float | None:

@@ -37,8 +37,10 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
         pairs = load_pairs(settings)
 
+        from ..devices import Launch, check_launch, cuda_capabilities
         from ..trainer import sft_config
 
+        check_launch(Launch.from_env(), cuda_capabilities()[2], settings.quant)  # before anything loads
         args = sft_config(settings.train, run_dir / RunDir.CHECKPOINTS)
         metrics, _ = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
                             build_trainer, callbacks)  # fmt: skip

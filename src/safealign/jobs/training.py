@@ -140,6 +140,9 @@ def status_of(run_dir: RunDir, main: bool) -> Iterator[None]:
     except Interrupted as err:
         if main:
             run_dir.write_status("interrupted", error=str(err))
+        if err.requeue is not None:  # submitit's handler: requeue the job (it resumes from the checkpoint), exit
+            log.warning("%s; the cluster launcher requeues the job", err)
+            err.requeue()
         raise
     except BaseException as err:
         if main:
@@ -165,7 +168,7 @@ def train(
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if stop.stopped_by is not None:
-        raise Interrupted(run_dir.path, stop.stopped_by, trainer.state.global_step)
+        raise Interrupted(run_dir.path, stop.stopped_by, trainer.state.global_step, requeue=stop.requeue)
     metrics: dict[str, Any] = {
         "train": whole_run_loss(result.metrics, trainer.state, checkpoint),
         "global_step": trainer.state.global_step,
@@ -197,12 +200,26 @@ def train(
     metrics["log_history"] = trainer.state.log_history
     trainer.save_model(str(run_dir / RunDir.ADAPTER))
     if main:
+        check_saved(run_dir / RunDir.ADAPTER)
         io.write_json(run_dir / RunDir.METRICS, metrics)
     if main:
         log_numbers("train", result.metrics)
         if "eval" in metrics:
             log_numbers("eval", metrics["eval"])
     return metrics
+
+
+def check_saved(adapter_dir: Path) -> None:
+    """Fail the run when saving wrote no weights: a run marked done must leave a model a later step can load.
+
+    Why: the Trainer's `save_model` under FSDP with `SHARDED_STATE_DICT` (or any future launcher
+    path that saves elsewhere) returns normally having written no adapter or model file.
+    """
+    if not any(adapter_dir.glob("*.safetensors")) and not any(adapter_dir.glob("*.bin")):
+        raise SafealignError(
+            f"training finished but no weights were saved to {adapter_dir}: under FSDP set fsdp_state_dict_type: "
+            "FULL_STATE_DICT (conf/accelerate/fsdp.yaml does); the checkpoints in checkpoints/ are kept"
+        )
 
 
 def whole_run_loss(train: dict[str, Any], state: Any, checkpoint: Path | None) -> dict[str, Any]:
