@@ -151,7 +151,7 @@ def test_a_save_that_wrote_no_weights_fails_the_run(tmp_path):
 
 # ---- model defaults (fault 6) ----
 
-@pytest.mark.parametrize("recipe", ["dpo", "sft"])
+@pytest.mark.parametrize("recipe", ["dpo", "sft", "reward"])
 def test_every_7b_model_trains_with_gradient_checkpointing_by_default(recipe):
     models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
     assert "tiny" in models and len(models) > 1
