@@ -24,7 +24,8 @@ def test_default_config_is_valid():
 
 
 def test_default_config_builds_the_dpo_config(tmp_path):
-    from safealign.trainer import dpo_config, has_bf16
+    from safealign.devices import has_bf16
+    from safealign.trainer import dpo_config
 
     args = dpo_config(check().train, tmp_path)
     assert args.beta == 0.1 and args.loss_type == ["sigmoid"] and args.bf16 is has_bf16()
@@ -96,7 +97,7 @@ def test_config_errors_name_the_key(overrides, message):
 
 
 def test_bf16_true_needs_a_device_with_bf16():
-    from safealign.trainer import has_bf16
+    from safealign.devices import has_bf16
 
     if has_bf16():
         assert check("train.bf16=true").train["bf16"] is True

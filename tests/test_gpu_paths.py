@@ -41,7 +41,7 @@ def test_bf16_auto_is_fp16_on_an_older_gpu_and_neither_on_the_cpu():
 
 
 def test_has_bf16_ignores_emulated_bf16(monkeypatch):
-    from safealign.trainer import has_bf16
+    from safealign.devices import has_bf16
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -47,7 +47,7 @@ def fake_judge_run(path: Path, kind: str = "cost", status: str = "done", templat
 def test_cost_loss_equals_a_hand_computation():
     import torch
 
-    from safealign.trl_compat import cost_loss
+    from safealign.losses import cost_loss
 
     higher, lower = [1.5, -0.2, 0.3], [0.5, 0.4, -2.0]  # costs of the more and the less harmful response
     higher_sign, lower_sign = [1.0, 1.0, -1.0], [-1.0, 1.0, -1.0]  # +1 unsafe, -1 safe
@@ -71,7 +71,8 @@ def test_judge_trainer_loss_is_trls_pairwise_term_plus_the_classification_term()
     (chosen = the more harmful response) plus Safe RLHF's classification term; without signs, TRL's alone."""
     import torch
 
-    from safealign.trl_compat import JudgeCollator, JudgeTrainer, cost_loss
+    from safealign.losses import cost_loss
+    from safealign.trl_compat import JudgeCollator, JudgeTrainer
 
     identity = SimpleNamespace(gather=lambda x: x, gather_for_metrics=lambda x: x)
     trainer = object.__new__(JudgeTrainer)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from safealign.devices import has_bf16
 from safealign.modeling import quantization_config
 from safealign.tiny import TINY_FILES, build_tiny
-from safealign.trainer import has_bf16
 
 
 def digest(path) -> dict[str, str]:

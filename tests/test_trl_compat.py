@@ -16,11 +16,11 @@ import pytest
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from safealign import losses, settings, trl_compat
+from safealign import losses, settings, trl_compat, trl_fields
 from safealign.objectives import Pair
 from safealign.templates import to_dataset
 
-REGENERATE = ("TRL's config fields moved: run `python -m safealign.trl_compat` to regenerate "
+REGENERATE = ("TRL's config fields moved: run `python -m safealign.trl_fields` to regenerate "
               "src/safealign/trl_fields.json")
 
 
@@ -83,17 +83,17 @@ def _diff(snapshot: dict, installed: dict) -> str:
                                     "RewardConfig_choices"])
 def test_trl_fields_snapshot_matches_the_installed_trl(config):
     """settings checks `train.*` against trl_fields.json without importing TRL: it must equal TRL's fields."""
-    snapshot, installed = settings.TRL_FIELDS[config], trl_compat.fields_snapshot()[config]
+    snapshot, installed = settings.TRL_FIELDS[config], trl_fields.fields_snapshot()[config]
     assert snapshot == installed, f"{REGENERATE}\n{_diff(snapshot, installed)}"
 
 
 def test_field_kinds_read_the_types_of_the_fields():
-    kinds = trl_compat.fields_snapshot()["DPOConfig"]
+    kinds = trl_fields.fields_snapshot()["DPOConfig"]
     assert kinds["beta"] == ["float"] and kinds["max_steps"] == ["int"] and kinds["bf16"] == ["bool", "null"]
     assert kinds["loss_type"] == ["list"] and kinds["loss_weights"] == ["list", "null"]
     assert kinds["report_to"] == sorted(set(kinds["report_to"])) and "list" in kinds["report_to"]
     assert set(kinds) == {f.name for f in dataclasses.fields(DPOConfig) if f.init}
-    choices = trl_compat.fields_snapshot()["DPOConfig_choices"]
+    choices = trl_fields.fields_snapshot()["DPOConfig_choices"]
     assert "cosine" in choices["lr_scheduler_type"] and "paged_adamw_8bit" in choices["optim"]
     assert set(choices["save_strategy"]) >= {"no", "steps", "epoch"}
 

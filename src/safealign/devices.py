@@ -44,6 +44,12 @@ def autocast_dtype(device_type: str, bf16: bool, fp16: bool) -> str | None:
     return "bfloat16" if bf16 else "float16" if fp16 else None
 
 
+def has_bf16() -> bool:
+    """bf16 in hardware on every visible GPU (not emulated: `native_bf16`)."""
+    cuda, native, _ = cuda_capabilities()
+    return cuda and native
+
+
 def training_precision(device: Any, bf16: bool | None = None, fp16: bool | None = None) -> Any:
     """A context that autocasts as training did on `device` (`bf16`/`fp16`: the run's DPOConfig flags;
     None: `train.bf16=auto`'s choice for this GPU)."""
@@ -52,8 +58,6 @@ def training_precision(device: Any, bf16: bool | None = None, fp16: bool | None 
     import torch
 
     if bf16 is None or fp16 is None:
-        from .trainer import has_bf16
-
         flags = mixed_precision(torch.cuda.is_available(), has_bf16())
         bf16, fp16 = flags["bf16"], flags["fp16"]
     dtype = autocast_dtype(torch.device(device).type, bool(bf16), bool(fp16))

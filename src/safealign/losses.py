@@ -91,3 +91,20 @@ def check_margins(
             "and summed losses; "
             f"objective={objective}'s margins can only be scaled for one kind at a time"
         )
+
+
+def classification_term(scores: Any, signs: Any) -> Any:
+    """Safe RLHF's classification term on one side of the batch: −log σ(s·C(y)), averaged over responses
+    (s = +1 for an unsafe response, −1 for a safe one), so that a cost above 0 means unsafe."""
+    from torch.nn.functional import logsigmoid  # here: settings import this module without torch
+
+    return -logsigmoid(signs * scores).mean()
+
+
+def cost_loss(higher: Any, lower: Any, higher_sign: Any, lower_sign: Any) -> Any:
+    """Safe RLHF's cost loss (Dai et al. 2023, eq. 6), averaged over pairs: the pairwise term on the more
+    harmful response (`higher`: its cost) plus the classification term on each response's safety sign."""
+    from torch.nn.functional import logsigmoid
+
+    pairwise = -logsigmoid(higher - lower).mean()
+    return pairwise + classification_term(higher, higher_sign) + classification_term(lower, lower_sign)

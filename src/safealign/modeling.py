@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
-from .devices import load_dtype
+from .devices import has_bf16, load_dtype
 from .errors import SafealignError
 from .hub import go_offline_unless_reachable
 from .settings import QUANT_METHODS
 from .tiny import resolve_path
-from .trainer import has_bf16
 
 
 def trl_model_config(name_or_path: str, quant: str, peft: Any | None = None) -> Any:

@@ -29,14 +29,6 @@ for _name in ("gradient_checkpointing_enable", "is_gradient_checkpointing"):
     warnings.filterwarnings("ignore", message=f"`{_name}` is deprecated", category=FutureWarning)
 
 
-def has_bf16() -> bool:
-    """bf16 in hardware on every visible GPU (not emulated: `devices.native_bf16`)."""
-    from .devices import cuda_capabilities
-
-    cuda, native, _ = cuda_capabilities()
-    return cuda and native
-
-
 def dpo_config(train: Mapping[str, Any], output_dir: str | Path, precompute_ref: bool = False) -> DPOConfig:
     """The checked `train` keys as TRL's DPOConfig. `bf16: auto` means bf16 where the GPU has it natively."""
     args = trl_config(DPOConfig, train, output_dir)
@@ -63,7 +55,7 @@ def trl_config(cls: type, train: Mapping[str, Any], output_dir: str | Path) -> A
     # (accelerate launch --multi_gpu, torchrun) use gloo there instead of running each rank alone.
     kwargs.setdefault("use_cpu", not torch.cuda.is_available())
     if kwargs.get("bf16", "auto") == "auto":  # bf16 where the GPU has it natively, else fp16 on a GPU
-        from .devices import mixed_precision
+        from .devices import has_bf16, mixed_precision
 
         flags = mixed_precision(torch.cuda.is_available(), has_bf16())
         kwargs["bf16"] = flags["bf16"]

@@ -22,9 +22,9 @@ runs it too). What this module uses:
   `MarginDPOTrainer` overrides to add a per-pair margin, the `ipo_sum` loss, an on-disk
   reference cache, pre-tokenized datasets, and the margin-free `rewards/*` it logs.
 
-`DPO_FIELDS` (the DPOConfig fields and their value kinds) is read by `safealign.settings`
-from a JSON snapshot, so config checking never imports TRL; the test compares it with
-the installed TRL.
+The TRL config fields that settings check `train` keys against (public dataclasses, not
+internals) are snapshotted by `safealign.trl_fields`, so config checking never imports TRL.
+Safe RLHF's cost loss itself is in `safealign.losses`; `JudgeTrainer` adds it to TRL's path.
 
 A pair's margin m enters every loss through the reference: adding m/β to the chosen
 reference log-prob turns the log-ratio difference h into h - m/β, so the sigmoid loss
@@ -47,7 +47,6 @@ forward pass.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import inspect
 import json
@@ -67,7 +66,7 @@ from trl.trainer import dpo_trainer, reward_trainer
 from trl.trainer import utils as trl_utils
 
 from . import io
-from .losses import LENGTH_NORMALISED, OWN_LOSS_TYPES, SUMMED_IPO, check_own_losses
+from .losses import LENGTH_NORMALISED, OWN_LOSS_TYPES, SUMMED_IPO, check_own_losses, classification_term
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,6 @@ common_prefix_length = trl_data_utils.common_prefix_length
 INSTANCE_ATTRIBUTES = ("_precompute_model_hash", "precompute_ref_logps", "loss_types", "loss_weights", "beta",
                        "_metrics")  # fmt: skip
 REWARD_ATTRIBUTES = ("_metrics", "_signature_columns")  # RewardTrainer's own, read or filled by JudgeTrainer
-FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
@@ -116,66 +114,6 @@ DataCollatorForPreference = dpo_trainer.DataCollatorForPreference
 add_fused_lm_head = trl_utils.add_fused_lm_head
 pad = trl_utils.pad
 suppress_seqcls_warning = reward_trainer.suppress_seqcls_warning
-
-
-def _kinds(hint: Any) -> set[str]:
-    """The value kinds one type annotation admits, read with `typing` (Enums are given as strings)."""
-    import enum
-    import types
-    import typing
-
-    if hint is type(None):
-        return {"null"}
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return set().union(*(_kinds(arg) for arg in typing.get_args(hint)))
-    if origin is typing.Literal:
-        return set().union(*(_kinds(type(v)) for v in typing.get_args(hint)))
-    base = origin or hint
-    for kind, types_ in (("bool", (bool,)), ("int", (int,)), ("float", (float,)), ("str", (str,)),
-                         ("list", (list, tuple)), ("dict", (dict,))):  # fmt: skip
-        if isinstance(base, type) and issubclass(base, types_) and not (kind == "int" and base is bool):
-            return {kind}
-    if isinstance(base, type) and issubclass(base, enum.Enum):
-        return {"str"}
-    return {"any"}
-
-
-def field_kinds(cls: type) -> dict[str, list[str]]:
-    """The value kinds (bool, int, float, str, list, dict, null, any) each init field of a config class takes."""
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    out: dict[str, list[str]] = {}
-    for f in dataclasses.fields(cls):
-        if f.init:
-            kinds = _kinds(hints[f.name])
-            out[f.name] = ["any"] if "any" in kinds else sorted(kinds)
-    return out
-
-
-def field_choices(cls: type) -> dict[str, list[str]]:
-    """The allowed values of each field typed by an Enum (lr_scheduler_type, optim, save_strategy, ...)."""
-    import enum
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    out: dict[str, list[str]] = {}
-    for f in dataclasses.fields(cls):
-        hint = hints.get(f.name)
-        enums = [a for a in (typing.get_args(hint) or (hint,)) if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if f.init and enums:
-            out[f.name] = [str(member.value) for member in enums[0]]
-    return out
-
-
-def fields_snapshot() -> dict[str, Any]:
-    """What `trl_fields.json` holds for the installed TRL (regenerate with `python -m safealign.trl_compat`)."""
-    snapshot: dict[str, Any] = {"trl": trl.__version__}
-    for cls in (trl.DPOConfig, trl.SFTConfig, trl.RewardConfig):
-        snapshot[cls.__name__] = field_kinds(cls)
-        snapshot[f"{cls.__name__}_choices"] = field_choices(cls)
-    return snapshot
 
 
 class _TokenizerHolder:
@@ -474,19 +412,6 @@ class _OutputRecorder:
 SIGN_COLUMNS = ("chosen_sign", "rejected_sign")  # +1 unsafe, -1 safe: a cost model's per-response labels
 
 
-def classification_term(scores: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-    """Safe RLHF's classification term on one side of the batch: −log σ(s·C(y)), averaged over responses
-    (s = +1 for an unsafe response, −1 for a safe one), so that a cost above 0 means unsafe."""
-    return -torch.nn.functional.logsigmoid(signs * scores).mean()
-
-
-def cost_loss(higher: torch.Tensor, lower: torch.Tensor, higher_sign: torch.Tensor, lower_sign: torch.Tensor) -> Any:
-    """Safe RLHF's cost loss (Dai et al. 2023, eq. 6), averaged over pairs: the pairwise term on the more
-    harmful response (`higher`: its cost) plus the classification term on each response's safety sign."""
-    pairwise = -torch.nn.functional.logsigmoid(higher - lower).mean()
-    return pairwise + classification_term(higher, higher_sign) + classification_term(lower, lower_sign)
-
-
 class JudgeCollator(reward_trainer.DataCollatorForPreference):
     """TRL's reward collator (chosen rows, then rejected rows), with the safety signs when the examples have them."""
 
@@ -522,8 +447,3 @@ class JudgeTrainer(RewardTrainer):
                 right = torch.cat([(chosen > 0) == (signs[0] > 0), (rejected > 0) == (signs[1] > 0)]).float().mean()
             self._metrics["train" if self.model.training else "eval"]["sign_accuracy"].append(right.item())
         return (loss, outputs) if return_outputs else loss
-
-
-if __name__ == "__main__":  # regenerate the snapshot after upgrading TRL
-    io.write_json(FIELDS_FILE, fields_snapshot())
-    print(f"wrote {FIELDS_FILE}")

@@ -2,7 +2,7 @@
 its type and in range.
 
 The DPOConfig and SFTConfig fields and their value kinds come from `trl_fields.json`, a snapshot of the
-installed TRL (`python -m safealign.trl_compat` rewrites it; `tests/test_trl_compat.py`
+installed TRL (`python -m safealign.trl_fields` rewrites it; `tests/test_trl_compat.py`
 compares them), so checking a config never imports TRL or torch.
 """
 
