@@ -74,7 +74,13 @@ def compose(config_name: str = "dpo", overrides: Sequence[str] = (), conf_dir: s
 def _compose_choices(config_name: str, choices: tuple[str, ...], conf_dir: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import JobRuntime
+
+    if GlobalHydra.instance().is_initialized() and Path(conf_dir) == CONF_DIR:
+        # Inside a running recipe (recipes/iterate.py trains its tiny judges with the reward recipe's
+        # config): Hydra is already set up on this conf/, and cannot be initialised a second time.
+        return hydra_compose(config_name, overrides=list(choices))
 
     # Inside a running recipe (the evaluation composes the run's saved overrides), keep the
     # running job's name: Hydra's initialize would set it to its own, and the next job of a
