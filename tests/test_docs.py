@@ -11,11 +11,15 @@ continued with a trailing backslash) is checked here, in-process and without tor
    each swept key): an unknown group, option or key fails here, as it does in the recipe;
 4. the composed config passes the recipe's settings validation (`parse_train`, `parse_sft`,
    `parse_reward`, `parse_pairs`, `parse_eval`, `parse_judge`, `parse_merge`), which checks every
-   value before any data or model loads. A value that names a run directory or file the reader
-   makes first (`model.adapter=runs/sacpo/helpful`, `generations=gens.jsonl`) cannot exist here:
-   such an override is set aside when the validation names it and the path is absent, and the
-   rest of the config is validated again; an error that then names the set-aside key (e.g. a
-   preset that requires `model.adapter`) counts as passing.
+   value before any data or model loads. A run directory the reader makes first
+   (`model.adapter=runs/sacpo/helpful`, `objective.margin_run=`, merge's `runs=[...]`) is replaced
+   by a fake finished run in a temporary directory (the command's own config, status done, an
+   adapter_config.json: all that validation reads), and `generations=FILE` by a one-row file, so
+   the rest of the command is validated in full. Any other path key that names a file absent here
+   (`eval.refusal.path=xstest_prompts.csv`, `data.path=my_export.jsonl` where checked) is set aside
+   when the validation names it, and the rest is validated again; an error that then names the
+   set-aside key counts as passing (so values the validation would check after that key are not
+   checked for that one command).
 
 Hub commands (`model=alpaca-7b`, `data=pku_saferlhf`) are composed and validated like any other:
 validation loads nothing. A command that cannot be checked offline at all carries a visible
@@ -133,16 +137,64 @@ def _validator(recipe: str):
     }.get(recipe)
 
 
+PATH_KEY = re.compile(r"(^|\.)(path|test_path|generations|run_dir|sweep_dir|adapter|margin_run|runs)$")
+
+
 def _absent_paths(override: str) -> bool:
-    """Whether an override's value is a path (or a list of paths) that does not exist here."""
-    value = override.partition("=")[2].strip("[]")
-    return bool(value) and any(not (REPO / part).exists() for part in value.split(","))
+    """Whether an override sets a path key (`data.path`, `generations`, `model.adapter`, ...) to a path,
+    or a list of paths, that does not exist here."""
+    key, _, value = override.partition("=")
+    parts = value.strip("[]").split(",")
+    return bool(PATH_KEY.search(key.lstrip("+"))) and bool(value) and any(not (REPO / part).exists() for part in parts)
 
 
-def _validate(recipe: str, overrides: list[str]) -> None:
+RUN_KEYS = ("model.adapter", "objective.margin_run", "runs")  # keys whose value is a finished run directory
+
+
+def _fake_run(cfg, where: Path) -> str:
+    """A finished LoRA run's small files, as a run directory the command expects the reader to have made
+    (`model.adapter=runs/helpful`): the command's own config (so the base model matches), status done,
+    and an adapter_config.json. Settings validation reads only these; nothing loads them."""
+    from omegaconf import OmegaConf
+
+    from safealign.rundir import RunDir
+
+    where.mkdir(parents=True)  # tmp's parents too
+    saved = OmegaConf.to_container(cfg, resolve=False)
+    saved.get("model", {}).pop("adapter", None)
+    saved.get("objective", {}).pop("margin_run", None)
+    (where / RunDir.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(saved)))
+    RunDir(where).write_status("done")
+    (where / RunDir.ADAPTER).mkdir()
+    (where / RunDir.ADAPTER / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    return str(where)
+
+
+def _with_fake_runs(recipe: str, overrides: list[str], tmp: Path) -> list[str]:
+    """Run-directory values that do not exist here replaced by fake finished runs (see _fake_run)."""
+    # The run's own config; a merge's runs are training runs (the embedded default's model)
+    kept = [o for o in overrides if o.partition("=")[0] not in RUN_KEYS]
+    base = compose("dpo", []) if recipe == "merge" else compose(recipe, kept)
+    out = []
+    for n, override in enumerate(overrides):
+        key, _, value = override.partition("=")
+        if key == "generations" and _absent_paths(override):  # judge.py's input: one row of the schema
+            (tmp / "generations.jsonl").parent.mkdir(parents=True, exist_ok=True)
+            (tmp / "generations.jsonl").write_text('{"prompt": "Hi", "response": "Hello."}\n')
+            override = f"generations={tmp / 'generations.jsonl'}"
+        elif key in RUN_KEYS and _absent_paths(override):
+            names = value.strip("[]").split(",")
+            fakes = [_fake_run(base, tmp / f"{n}-{i}") for i in range(len(names))]
+            override = f"{key}=[{','.join(fakes)}]" if value.startswith("[") else f"{key}={fakes[0]}"
+        out.append(override)
+    return out
+
+
+def _validate(recipe: str, overrides: list[str], tmp: Path) -> None:
     validate = _validator(recipe)
     if validate is None:  # compare.py: its job reads run directories and checks nothing else first
         return
+    overrides = _with_fake_runs(recipe, overrides, tmp)
     set_aside: list[str] = []
     while True:
         try:
@@ -151,7 +203,7 @@ def _validate(recipe: str, overrides: list[str]) -> None:
         except ConfigError as err:
             message = str(err)
             if any(o.partition("=")[0].lstrip("+") in message for o in set_aside):
-                return  # the preset requires the run directory set aside (e.g. sacpo_safety's model.adapter)
+                return  # the config requires the file set aside
             named = [o for o in overrides if _absent_paths(o) and message.startswith(o.partition("=")[0].lstrip("+"))]
             if not named:
                 raise
@@ -180,7 +232,7 @@ def _check_choices_and_dirs(overrides: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[w for w, _ in COMMANDS])
-def test_docs_command_composes_and_validates(where: str, command: str):
+def test_docs_command_composes_and_validates(where: str, command: str, tmp_path: Path):
     from safealign.jobs.compare import quote_baseline
 
     recipe, overrides, needs = _split(command)
@@ -197,7 +249,7 @@ def test_docs_command_composes_and_validates(where: str, command: str):
     compose(recipe, runs)  # an unknown group, option or key fails here, as in the recipe
     if needs:  # marked: composing is all that can be checked offline
         return
-    _validate(recipe, runs)
+    _validate(recipe, runs, tmp_path)
 
 
 def test_every_relative_link_points_to_a_file():
