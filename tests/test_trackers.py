@@ -117,7 +117,9 @@ def test_a_run_logs_its_evaluation_to_tensorboard_and_to_an_mlflow_sqlite_store(
     record = json.loads((run_dir / "trackers.json").read_text())
     assert record["step"] == 2 == metrics["global_step"]
 
-    scalars = _tensorboard_scalars(record["tensorboard"]["logging_dir"])
+    assert record["tensorboard"]["logging_dir"].startswith("checkpoints/runs/")  # relative: the run may move
+    logging_dir = run_dir / record["tensorboard"]["logging_dir"]
+    scalars = _tensorboard_scalars(logging_dir)
     assert any(tag.startswith("train/") for tag in scalars)  # TRL's curves, in the same run
     assert [step for step, _ in scalars["eval/loss"]] == [2]  # TRL's eval metrics, from the held-out pass
     for key, value in expected.items():
@@ -139,7 +141,7 @@ def test_a_run_logs_its_evaluation_to_tensorboard_and_to_an_mlflow_sqlite_store(
     assert [m.step for m in history] == [2, 2]
     assert len(client.search_runs([mlrun.info.experiment_id])) == 1
     assert client.get_run(mlrun.info.run_id).info.status == "FINISHED"
-    assert len(_tensorboard_scalars(record["tensorboard"]["logging_dir"])["heldout/harmless/accuracy"]) == 2
+    assert len(_tensorboard_scalars(logging_dir)["heldout/harmless/accuracy"]) == 2
 
     # a tracker that fails warns, and the others still get the numbers
     record["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'mlflow.db'}"

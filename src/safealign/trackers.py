@@ -126,7 +126,10 @@ def record(run_dir: str | Path, trainer: Any) -> None:
         entry: dict[str, Any] = {"step": int(trainer.state.global_step), "other": []}
         for cb in trainer.callback_handler.callbacks:
             if isinstance(cb, TensorBoardCallback) and cb.logging_dir:
-                entry["tensorboard"] = {"logging_dir": str(Path(cb.logging_dir).absolute())}
+                # relative to the run when inside it (the default): a moved or copied run still finds it
+                logdir, run = Path(cb.logging_dir).absolute(), Path(run_dir).absolute()
+                where = logdir.relative_to(run) if logdir.is_relative_to(run) else logdir
+                entry["tensorboard"] = {"logging_dir": str(where)}
             elif isinstance(cb, MLflowCallback) and getattr(cb, "_initialized", False):
                 last = cb._ml_flow.last_active_run()  # ended by on_train_end; mlflow is already imported then
                 if last is not None:
@@ -186,6 +189,8 @@ def log_metrics(run_dir: str | Path, metrics: Mapping[str, float], trainer: Any 
         return []
     step = int(entry.get("step") or 0)
     done: list[str] = []
+    if "tensorboard" in entry:  # a relative logging directory is the run's own
+        entry["tensorboard"]["logging_dir"] = str(Path(run_dir) / entry["tensorboard"]["logging_dir"])
     for name, write in (("tensorboard", _tensorboard), ("mlflow", _mlflow)):
         if name in entry:
             try:
