@@ -301,7 +301,12 @@ def run(argv: Sequence[str]) -> int:
             if failed:
                 unit.status = "not run"
                 continue
-            how = decide(unit, overwrite, dirty)
+            try:
+                how = decide(unit, overwrite, dirty)
+            except PipelineError as err:  # a finished stage after one that ran again: its inputs changed
+                print(f"safealign: error: {err}", file=sys.stderr)
+                unit.status, failed = "refused", True
+                continue
             if how == "skip":
                 unit.status = "skipped (done)"
             else:
