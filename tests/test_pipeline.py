@@ -57,6 +57,9 @@ def test_config_errors_name_the_key(tmp_path):
         check(["pipeline=modpo", "pipeline.ww=[1]"])
     with pytest.raises(ConfigError, match=r"train.betta.*Did you mean 'beta'"):
         check(["pipeline=modpo", "train.betta=1"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        check(["pipeline=modpo", f"hydra.run.dir={tmp_path / 'file' / 'x'}"])
 
 
 @pytest.mark.parametrize("args", [["--help"], ["pipeline=sacpoo"], ["pipeline=modpo", "train.max_stepz=2"]])

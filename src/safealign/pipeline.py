@@ -105,9 +105,11 @@ def applicable(recipe: str, overrides: Sequence[str]) -> list[str]:
 def check(argv: Sequence[str]) -> tuple[DictConfig, list[str], Path]:
     """Compose and check the pipeline and the stages' overrides (no torch): (config, stage overrides, dir)."""
     from .cli import compose
-    from .settings.overrides import check_overrides
+    from .settings.overrides import check_output_dir, check_overrides
 
     own, passed, run_dir = split_argv(argv)
+    if run_dir is not None:
+        check_output_dir("hydra.run.dir", run_dir)
     if not any(o.split("=", 1)[0] == "pipeline" for o in own):
         names = sorted(p.stem for p in (CONF_DIR / "pipeline").glob("*.yaml"))
         raise ConfigError(f"pipeline: missing; pass pipeline=NAME, one of: {', '.join(names)}")
