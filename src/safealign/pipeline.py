@@ -15,8 +15,8 @@ or composing a recipe's config: the same overrides and `done` skip; other overri
 runs again with `train.resume=auto`, which continues from its last checkpoint (`RunDir.claim`).
 
 Why one subprocess per unit, not in-process `run(cfg, run_dir)`: a stage's imports (torch,
-transformers, TRL, peft, safealign's jobs) cost 10.8 s of CPU measured on the shared 2-core
-development machine (5-8 s on an idle one), which each subprocess pays again; in return each stage is
+transformers, TRL, peft, safealign's jobs) cost 9.4-10.8 s of CPU (14 s and more of wall time)
+measured on the shared 2-core development machine, which each subprocess pays again; in return each stage is
 the recipe command a user would type (its .hydra/overrides.yaml, log, fast exit and error
 handling are the recipe's own), the memory of a 7B stage is freed before the next loads, a
 crash (CUDA, OOM killer) fails one stage rather than the table, and SIGTERM reaches the
