@@ -241,6 +241,13 @@ def test_docs_command_composes_and_validates(where: str, command: str, tmp_path:
             pytest.skip(f"recipes/{recipe}.py comes with another branch")
         pytest.fail(f"{where}: no recipes/{recipe}.py")
     assert (CONF / f"{recipe}.yaml").exists(), f"{where}: no conf/{recipe}.yaml"
+    if recipe == "pipeline":  # its own check: the pipeline config, every stage's overrides, and the plan
+        from safealign import pipeline
+
+        if "--help" not in overrides:
+            cfg, passed, root = pipeline.check(overrides)
+            assert pipeline.plan(cfg, passed, tmp_path / root)
+        return
     if recipe == "compare":
         overrides = quote_baseline(["compare.py", *overrides])[1:]  # as recipes/compare.py does
     # One run of a sweep; ordered by key (a stable sort: one key's values keep their order), so that

@@ -126,8 +126,6 @@ def test_safedpo_pipeline_resumes_a_stage_killed_mid_training(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(reason="merge.py refuses runs started from model.adapter until branch `runs` (issue 17 part 2) "
-                   "is merged: P-SACPO's front merges stage 1 with its chained stage 2", strict=False)  # fmt: skip
 def test_sacpo_pipeline_end_to_end(tmp_path):
     args = ["pipeline=sacpo", "pipeline.q=[0.5]", *TINY, f"hydra.run.dir={tmp_path}"]
     assert_done_then_skipped(args, tmp_path, stages=4)
