@@ -68,7 +68,7 @@ def test_merge_refuses_runs_it_cannot_merge(tmp_path):
     other = bare_run(tmp_path / "other", "model.tiny_vocab_size=999")
     with pytest.raises(ConfigError, match=r"runs\[1\]=.*its chain starts from another model than runs\[0\]'s "
                                           r"\(model.name_or_path=tiny \(.*tiny_vocab_size=999\) vs "
-                                          r"model.name_or_path=tiny .*model.tiny_vocab_size differs") as err:  # fmt: skip
+                                          r"model.name_or_path=tiny .*model.tiny_vocab_size differs") as err:  # fmt: skip  # noqa: E501
         parse_merge(merge_cfg(f"runs=[{a},{other}]", "q=0.5"))
     assert "\n" not in str(err.value)
     no_adapter = fake_run(tmp_path / "no_adapter", adapter=False)
