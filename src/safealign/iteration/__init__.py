@@ -1,0 +1,1 @@
+"""Iterative safety DPO: the policy samples, the judges label, DPO learns, round after round."""
