@@ -66,8 +66,11 @@ def test_merge_refuses_runs_it_cannot_merge(tmp_path):
     with pytest.raises(ConfigError, match="runs: expected a list of two or more"):
         parse_merge(merge_cfg(f"runs=[{a}]", "q=0.5"))
     other = bare_run(tmp_path / "other", "model.tiny_vocab_size=999")
-    with pytest.raises(ConfigError, match=r"runs\[1\]=.*the base model differs"):
+    with pytest.raises(ConfigError, match=r"runs\[1\]=.*its chain starts from another model than runs\[0\]'s "
+                                          r"\(model.name_or_path=tiny \(.*tiny_vocab_size=999\) vs "
+                                          r"model.name_or_path=tiny .*model.tiny_vocab_size differs") as err:  # fmt: skip  # noqa: E501
         parse_merge(merge_cfg(f"runs=[{a},{other}]", "q=0.5"))
+    assert "\n" not in str(err.value)
     no_adapter = fake_run(tmp_path / "no_adapter", adapter=False)
     with pytest.raises(ConfigError, match=r"runs\[1\]=.*no LoRA adapter"):
         parse_merge(merge_cfg(f"runs=[{a},{no_adapter}]", "q=0.5"))
@@ -367,3 +370,93 @@ def test_the_merge_recipe_refuses_a_directory_it_cannot_write_in_one_line(tmp_pa
     assert done.returncode == 1
     assert re.fullmatch(r"safealign: error: /proc/1: cannot write into it \([^)]+\); choose another hydra.run.dir\n",
                         done.stderr), done.stderr[-2000:]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# P-SACPO on chained stages: stage 2 continues stage 1, both are deltas from one base model
+# ----------------------------------------------------------------------------------------------
+
+
+def chained_bare_run(path, start, *overrides: str, ref: bool = True):
+    """A finished run that continued `start` (model.adapter), holding TRL's copy of it in adapter/ref/."""
+    run = bare_run(path, f"model.adapter={start}", *overrides)
+    if ref:
+        (run / "adapter" / "ref").mkdir()
+        (run / "adapter" / "ref" / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    return run
+
+
+def test_a_stage_merges_with_the_stage_that_continued_it(tmp_path):
+    """The merge's reference is the start of the chains: the base model for stage 1 from the base, and
+    stage 1's own reference (the SFT run it continued, as stage 1 holds it) when stage 1 continued one."""
+    from safealign.settings.runs import BASE
+
+    s1 = bare_run(tmp_path / "s1")
+    s2 = chained_bare_run(tmp_path / "s2", s1)
+    s = parse_merge(merge_cfg(f"runs=[{s1},{s2}]", "q=0.5"))
+    assert s.chains == [[str(s1), BASE], [str(s2), str(s1), BASE]] and s.start is None and s.reference is None
+    assert parse_merge(merge_cfg(f"runs=[{s2},{s1}]", "q=0.5")).start is None  # in either order
+
+    sft = bare_run(tmp_path / "sft")
+    t1 = chained_bare_run(tmp_path / "t1", sft)
+    t2 = chained_bare_run(tmp_path / "t2", t1 / "adapter")  # model.adapter may name the adapter directory
+    s = parse_merge(merge_cfg(f"runs=[{t1},{t2}]", "q=0.5"))
+    assert s.chains[1] == [str(t2), str(t1), str(sft), BASE]
+    assert s.start == str(sft) and s.reference == t1 / "adapter" / "ref"  # the copy stage 1 trained against
+    shutil_rm = __import__("shutil").rmtree
+    shutil_rm(t1 / "adapter" / "ref")
+    assert parse_merge(merge_cfg(f"runs=[{t1},{t2}]", "q=0.5")).reference == sft / "adapter"  # then the run itself
+    # a run from the SFT model and a run from the base model: they share only the base model
+    assert parse_merge(merge_cfg(f"runs=[{t1},{s1}]", "q=0.5")).start is None
+
+
+def test_chains_from_different_models_are_refused_naming_both_starts(tmp_path):
+    s1 = bare_run(tmp_path / "s1")
+    other = bare_run(tmp_path / "other", "model.tiny_vocab_size=999")
+    s2 = chained_bare_run(tmp_path / "s2", other, "model.tiny_vocab_size=999")
+    with pytest.raises(ConfigError, match=rf"^runs\[1\]={s2}: its chain starts from another model than runs\[0\]'s "
+                                          rf"\(model.name_or_path=tiny \(.*tiny_vocab_size=999\), via {other} vs "
+                                          r"model.name_or_path=tiny \(.*tiny_vocab_size=2048\); model.tiny_vocab_size "
+                                          r"differs\); merged runs must all be trained, directly or through "
+                                          r"model.adapter, from the same base model$"):  # fmt: skip
+        parse_merge(merge_cfg(f"runs=[{s1},{s2}]", "q=0.5"))
+
+
+@pytest.mark.integration
+def test_p_sacpo_merges_stage_1_with_stage_2_continued_from_it(tmp_path):
+    """SACPO's two stages (trained, a few steps): q=1 gives stage 1's ΔW and its eval.json numbers (both against
+    the base model, the start of the chain), q=0 gives stage 2's ΔW (Δ1+Δ2), and q between Δ1 + (1-q)·Δ2."""
+    import torch
+    import yaml
+
+    from safealign.jobs.dpo import run as dpo
+    from safealign.jobs.merge import run as merge
+
+    few = ["model=tiny", "quant=none", "data=sample", "train.gradient_accumulation_steps=1", "train.max_length=256",
+           "train.gradient_checkpointing=false", "train.max_steps=2", "train.per_device_train_batch_size=4",
+           "train.report_to=[]", "train.learning_rate=5e-3"]  # fmt: skip
+    ev = ["eval.max_pairs=24", "eval.bootstrap=20"]
+    s1, s2 = tmp_path / "stage1", tmp_path / "stage2"
+    dpo(compose("dpo", ["objective=helpful", *few, *ev]), s1)
+    dpo(compose("dpo", ["objective=harmless", f"model.adapter={s1}", *few, "eval.after_train=false"]), s2)
+    d1, d12 = lora_deltas(s1 / "adapter"), lora_deltas(s2 / "adapter")
+    for q in (1, 0, 0.25):
+        out = tmp_path / f"q{q}"
+        after = ev if q == 1 else ["eval.after_train=false"]
+        record = merge(merge_cfg(f"runs=[{s1},{s2}]", f"q={q}", *after), out)
+        assert record["reference"] is None and record["chains"][1][1] == str(s1)
+        merged = lora_deltas(out / "adapter")
+        for key in merged:  # cat: q·Δ1 + (1-q)·(Δ1+Δ2)
+            torch.testing.assert_close(merged[key], q * d1[key] + (1 - q) * d12[key], rtol=1e-5, atol=1e-6)
+        assert yaml.safe_load((out / "config.yaml").read_text())["model"]["adapter"] is None
+        assert not (out / "adapter" / "ref").exists()
+    for key in d1:
+        torch.testing.assert_close(lora_deltas(tmp_path / "q1" / "adapter")[key], d1[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(lora_deltas(tmp_path / "q0" / "adapter")[key], d12[key], rtol=1e-5, atol=1e-6)
+    stage1 = json.loads((s1 / "eval.json").read_text())["dimensions"]
+    at_one = json.loads((tmp_path / "q1" / "eval.json").read_text())["dimensions"]
+    assert stage1.keys() == at_one.keys() and stage1
+    for name, d in stage1.items():
+        assert at_one[name]["accuracy"] == d["accuracy"] and at_one[name]["pairs"] == d["pairs"], name
+        assert at_one[name]["reference_accuracy"] == d["reference_accuracy"], name
+        assert at_one[name]["margin"] == pytest.approx(d["margin"], abs=1e-4), name

@@ -43,7 +43,7 @@ def finished_run(run: Path) -> Path:
     """A finished run with every output a training run writes, and its config."""
     write_status(run, status="done")
     (run / RunDir.CONFIG).write_text(yaml.safe_dump(CONFIG))
-    outputs = (RunDir.METRICS, RunDir.EVAL, RunDir.EVAL_PAIRS, RunDir.PAIR_REPORT, RunDir.FINGERPRINT)
+    outputs = (RunDir.METRICS, RunDir.EVAL, RunDir.EVAL_PAIRS, RunDir.PAIR_REPORT, RunDir.FINGERPRINT, RunDir.TRACKERS)
     for name in (*outputs, RunDir.VERSIONS):
         (run / name).write_text("{}")
     (run / RunDir.GENERATIONS).write_text("{}\n")

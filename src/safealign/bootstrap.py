@@ -4,7 +4,7 @@ Why: on a 64-row held-out split a difference of 0.03 in accuracy is noise, and a
 estimate does not say so. The percentile bootstrap this module used to compute does not cover
 near 0 and 1 (true accuracy 0.89 on 15 pairs: 80% coverage for a nominal 95%; 15 of 15 right
 gave [1, 1]), so rates get score intervals, which do (`benchmarks/coverage.py` measures all of
-them; README "Confidence intervals"). Pure numpy on outcome matrices: one row per training
+them; docs/evaluation.md "Confidence intervals"). Pure numpy on outcome matrices: one row per training
 seed, one column per held-out pair, each cell a pair's outcome (1 right, 0 wrong, 1/2 a tie).
 
 How:

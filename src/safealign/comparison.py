@@ -323,7 +323,7 @@ def compare(
     """Write COMPARISON_FILES in `sweep_dir`: one row per run (comparison.*), one per configuration
     with 95% CIs, and differences from `baseline` when given (summary.*), and the plots.
     `resamples` and `seed` (compare.bootstrap, compare.seed) no longer change anything: every
-    interval is a closed-form score interval (README "Confidence intervals")."""
+    interval is a closed-form score interval (docs/evaluation.md "Confidence intervals")."""
     sweep_dir = Path(sweep_dir)
     summaries = collect(sweep_dir)
     configs, varied = configurations(summaries)

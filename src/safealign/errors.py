@@ -35,6 +35,10 @@ class SweepError(RunDirError):
     """A directory that holds no sweep of runs, explained in the message."""
 
 
+class PipelineError(SafealignError):
+    """A pipeline stage that cannot be skipped or resumed as it stands (its overrides changed), as the message says."""
+
+
 class EvaluationError(SafealignError):
     """A run directory, held-out split or judge that cannot be evaluated, explained in the message."""
 

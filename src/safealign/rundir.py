@@ -51,12 +51,13 @@ class RunDir:
     EVAL = "eval.json"
     EVAL_PAIRS = "eval_pairs.json"  # each dimension's per-pair outcomes, by pair id (paired bootstraps in compare)
     GENERATIONS = "generations.jsonl"
+    TRACKERS = "trackers.json"  # where train.report_to's trackers keep the run (`trackers.record`)
     ADAPTER = "adapter"
     CHECKPOINTS = "checkpoints"
     HYDRA_OVERRIDES = ".hydra/overrides.yaml"
     LOCK = ".lock"  # held while a process trains in the directory
     # What a training run produces: removed before `train.overwrite=true` trains again.
-    OUTPUTS = (METRICS, EVAL, EVAL_PAIRS, GENERATIONS, PAIR_REPORT, FINGERPRINT, ADAPTER, CHECKPOINTS)
+    OUTPUTS = (METRICS, EVAL, EVAL_PAIRS, GENERATIONS, PAIR_REPORT, FINGERPRINT, ADAPTER, CHECKPOINTS, TRACKERS)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -211,7 +211,7 @@ EXTRA_METRICS = {  # column -> where in eval.json; a column only when some run m
 
 
 def summary_table(configs: Sequence[Configuration], varied: Sequence[str], baseline: Configuration | None) -> Any:
-    """One row per configuration (see the module docstring and README "Confidence intervals"); the
+    """One row per configuration (see the module docstring and docs/evaluation.md "Confidence intervals"); the
     notes for summary.md (seeds holding different pairs, differences on fewer pairs) in `.attrs["notes"]`."""
     import pandas as pd
 
@@ -333,7 +333,7 @@ def summary_markdown(df: Any, varied: Sequence[str], baseline: str | None) -> st
     legend = (
         "Held-out preference accuracy, pooled over the seeds on the pairs every seed holds (ties count 1/2), with a "
         "95% score interval: Wilson for one seed; for several, Wilson with an effective number of pairs from the "
-        'seeds x pairs design effect and a t quantile (README "Confidence intervals").'
+        'seeds x pairs design effect and a t quantile (docs/evaluation.md "Confidence intervals").'
     )
     if baseline is not None:
         legend += (

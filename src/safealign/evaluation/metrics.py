@@ -78,7 +78,7 @@ def _finite(value: float) -> float | None:
 def dimension_metrics(
     dim: Dimension, scores: Mapping[int, Any], beta: float, bootstrap: int, seed: int
 ) -> dict[str, Any]:
-    """Accuracy with its 95% Wilson score interval over the pairs (ties count 1/2 in k; README
+    """Accuracy with its 95% Wilson score interval over the pairs (ties count 1/2 in k; docs/evaluation.md,
     "Confidence intervals"), mean margin and the reference baseline, overall and by harm category
     and rejected level. `bootstrap` and `seed` (eval.bootstrap, eval.seed) no longer change the
     interval: nothing is resampled."""

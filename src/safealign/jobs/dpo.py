@@ -48,6 +48,7 @@ def run(
         pairs = load_pairs(settings) if pairs is None else pairs  # before torch: a data error answers at once
 
         from ..evaluation.trl_metrics import reproducible
+        from ..trackers import eval_metrics, log_metrics
         from ..trainer import dpo_config
         from .evaluate import after_training
 
@@ -69,13 +70,17 @@ def run(
             models, run_pairs = in_memory(trainer, pairs)
             if models is None:  # the evaluation loads the saved model: the trained one need not stay meanwhile
                 drop_models(trainer)
-            heldout = after_training(run_dir.path, settings.eval, args.world_size, models, run_pairs, args)
+            heldout = after_training(run_dir.path, settings.eval, args.world_size, models, run_pairs, args, trainer)
             if heldout is not None:
                 metrics["heldout"] = heldout["dimensions"]  # so that metric=heldout.harmless.accuracy works
             if once and pairs.test:
-                metrics["eval"] = (heldout.pop("trl_eval", None) if heldout else None) or trainer.evaluate(
-                    tokenized(pairs, "test", settings.template, trainer.processing_class, args)
-                )
+                # from the held-out pass, which brought them to the trackers too (trackers.flatten)
+                metrics["eval"] = heldout.pop("trl_eval", None) if heldout else None
+                if not metrics["eval"]:
+                    metrics["eval"] = trainer.evaluate(
+                        tokenized(pairs, "test", settings.template, trainer.processing_class, args)
+                    )
+                    log_metrics(run_dir.path, eval_metrics(metrics["eval"]), trainer)
                 io.write_json(run_dir / RunDir.METRICS, {k: v for k, v in metrics.items() if k != "heldout"})
                 log_numbers("eval", metrics["eval"])
             log_done(run_dir)

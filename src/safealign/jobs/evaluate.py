@@ -2,7 +2,8 @@
 
     python recipes/evaluate.py run_dir=DIR [eval.KEY=VALUE ...]
 
-Writes DIR/eval.json (and DIR/generations.jsonl with eval.generate=true) for each run.
+Writes DIR/eval.json (and DIR/generations.jsonl with eval.generate=true) for each run, and logs its
+numbers to the trackers the run trained with (`trackers`: TensorBoard and MLflow runs are reopened).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import ConfigError, EvaluationError, NoHeldOutError, SafealignErro
 from ..evaluation.report import evaluate_run
 from ..rundir import RunDir, sweep_runs
 from ..settings import EvalSettings, parse_eval
+from ..trackers import log_evaluation
 
 log = logging.getLogger("safealign.evaluation")
 
@@ -29,13 +31,15 @@ def after_training(
     models: Any = None,
     run_pairs: Sequence[Any] = (),
     trl_args: Any = None,
+    trainer: Any = None,
 ) -> dict[str, Any] | None:
     """What training calls once the run is marked done: `evaluate_run` when `eval.after_train`,
     on the model still in memory (`models`), scoring the run's test pairs (`run_pairs`) in the same pass.
 
     Returns None, with a log line, where there is nothing to evaluate on (no held-out split)
     and after a distributed launch, whose ranks could not follow rank 0 through model loading
-    (`recipes/evaluate.py` evaluates such a run afterwards, in one process).
+    (`recipes/evaluate.py` evaluates such a run afterwards, in one process). The report's numbers
+    then go to the run's trackers (`trackers.log_evaluation`; `trainer`: the one just trained).
     """
     if not ev.after_train:
         return None
@@ -43,10 +47,12 @@ def after_training(
         log.info("distributed run: evaluate it with python recipes/evaluate.py run_dir=%s", run_dir)
         return None
     try:
-        return evaluate_run(run_dir, ev, models, run_pairs, trl_args)
+        report = evaluate_run(run_dir, ev, models, run_pairs, trl_args)
     except NoHeldOutError as err:
         log.info("no held-out evaluation: %s", err)
         return None
+    log_evaluation(run_dir, report, trainer)
+    return report
 
 
 def evaluate_path(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
@@ -84,7 +90,9 @@ def evaluate_one(path: str | Path, ev: EvalSettings) -> dict[str, Any]:
     """A policy run's evaluation (`evaluate_run`), or a judge run's (`evaluate_judge_run`: recipes/reward.py)."""
     from ..evaluation.judge_eval import evaluate_judge_run, is_judge_run
 
-    return evaluate_judge_run(path, ev) if is_judge_run(path) else evaluate_run(path, ev)
+    report = evaluate_judge_run(path, ev) if is_judge_run(path) else evaluate_run(path, ev)
+    log_evaluation(path, report)  # the trackers the run trained with, if it recorded any (trackers.json)
+    return report
 
 
 def check_writable(run: RunDir, ev: EvalSettings) -> None:

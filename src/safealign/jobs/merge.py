@@ -7,6 +7,13 @@ which PEFT's `cat` combination gives exactly (its rank is the sum of the runs' r
 `linear` mixes the A and B matrices separately (ΔW = (Σ√(w_i s_i)·B_i)(Σ√(w_i s_i)·A_i), with
 cross terms between runs), and `svd`, `ties`, `dare_*`, ... are PEFT's other combinations.
 
+Runs of one chain merge too (P-SACPO as published: stage 1 for helpfulness, stage 2 for safety
+continued from stage 1 with `model.adapter`): stage 2 trained stage 1's LoRA values further, so its
+adapter is Δ1+Δ2 from the base model, and `cat` with weights q, 1-q gives Δ1 + (1-q)·Δ2. The merged
+run is then scored against the start of the chains (`settings.runs.common_start`: for stage 1 and 2,
+stage 1's own reference), which its config.yaml names as `model.adapter` and whose adapter it holds
+in `adapter/ref/`, as a chained run does; at q=1 it evaluates exactly as stage 1.
+
 The merged run directory is a run like a training run's, so `recipes/evaluate.py` and
 `recipes/compare.py` accept it: run A's `config.yaml` (base model, template, data, β),
 `adapter/`, `merge.json` (runs, weights, combination), `versions.json`, `status.json`, and
@@ -16,10 +23,13 @@ merge's overrides), written once the directory is claimed as a training run's is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .. import io
@@ -79,16 +89,30 @@ def check_apart(out_dir: str | Path, runs: list[str]) -> None:
         )
 
 
+def merged_config(s: MergeSettings) -> str:
+    """runs[0]'s config.yaml, with `model.adapter` naming the start of the runs' chains (`s.start`, null for
+    the base model): `recipes/evaluate.py` then scores the merge against that start, whose adapter the merged
+    run holds in adapter/ref/ as a chained run does (`evaluation.report.reference_adapter`)."""
+    text = (RunDir(s.runs[0]) / RunDir.CONFIG).read_text(encoding="utf-8")
+    saved = yaml.safe_load(text)
+    if saved["model"].get("adapter") == s.start:
+        return text  # runs trained apart from the base model: run A's config as it is
+    saved["model"]["adapter"] = s.start
+    return yaml.safe_dump(saved, sort_keys=False, allow_unicode=True)
+
+
 def merge(s: MergeSettings, run_dir: RunDir) -> dict[str, Any]:
     """Load the base model once, every run's adapter onto it, and save their weighted combination."""
     from peft import PeftModel
 
     from ..evaluation.report import load_run
-    from ..evaluation.scoring import release_memory
+    from ..evaluation.scoring import TRL_REF_ADAPTER, release_memory
     from ..modeling import load_model
 
     first = load_run(s.runs[0])  # run A's checked settings: its base model and dtype
-    base = load_model(first.model, "none", first.peft)  # unquantized: LoRA weights are merged, not the base
+    # Unquantized (LoRA weights are merged, not the base), and bare: every run's adapter, a chained
+    # stage's too, is a delta from the base model.
+    base = load_model(dataclasses.replace(first.model, adapter=None), "none", first.peft)
     names = [f"run{i}" for i in range(len(s.runs))]
     model = PeftModel.from_pretrained(base.model, str(RunDir(s.runs[0]) / RunDir.ADAPTER), adapter_name=names[0])
     for name, path in zip(names[1:], s.runs[1:], strict=True):
@@ -101,9 +125,14 @@ def merge(s: MergeSettings, run_dir: RunDir) -> dict[str, Any]:
     with io.atomic_dir(run_dir / RunDir.ADAPTER) as tmp:
         model.save_pretrained(str(tmp), selected_adapters=["default"])
         base.tokenizer.save_pretrained(str(tmp))
+        if s.reference is not None:  # the merged run's reference, held as a chained run holds its own
+            shutil.copytree(s.reference, tmp / TRL_REF_ADAPTER)
     record = {"runs": [str(Path(r).expanduser().resolve()) for r in s.runs], "weights": s.weights, "q": s.q,
-              "combination_type": s.combination_type, "density": s.density}  # fmt: skip
-    io.write_text(run_dir / RunDir.CONFIG, (RunDir(s.runs[0]) / RunDir.CONFIG).read_text(encoding="utf-8"))
+              "combination_type": s.combination_type, "density": s.density,
+              # each run's chain (itself, what it continued, ..., the base model) and the merge's reference
+              "chains": s.chains, "reference": s.start,
+              "reference_copied_from": None if s.reference is None else str(s.reference)}  # fmt: skip
+    io.write_text(run_dir / RunDir.CONFIG, merged_config(s))
     io.write_json(run_dir / MERGE_FILE, record)
     io.write_json(run_dir / RunDir.VERSIONS, package_versions())
     del model, base

@@ -58,6 +58,9 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
             fast_4bit_inference(model)  # read as a judge loaded for judging reads it
             heldout = after_judge_training(run_dir.path, settings.eval, (trainer.processing_class, model))
             if heldout is not None:
+                from ..trackers import log_evaluation
+
+                log_evaluation(run_dir.path, heldout, trainer)
                 metrics["heldout"] = heldout["dimensions"]
             log_done(run_dir)
     return metrics

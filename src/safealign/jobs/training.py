@@ -169,6 +169,11 @@ def train(
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if stop.stopped_by is not None:
         raise Interrupted(run_dir.path, stop.stopped_by, trainer.state.global_step, requeue=stop.requeue)
+    from ..trackers import detach, eval_metrics, log_metrics, record
+
+    if main:  # where the trackers keep this run, for the evaluation's numbers (now or later)
+        record(run_dir.path, trainer)
+        detach(trainer)
     metrics: dict[str, Any] = {
         "train": whole_run_loss(result.metrics, trainer.state, checkpoint),
         "global_step": trainer.state.global_step,
@@ -197,6 +202,8 @@ def train(
         raise SafealignError(problem)
     if evaluate and trainer.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate()
+        if main:
+            log_metrics(run_dir.path, eval_metrics(metrics["eval"]), trainer)
     metrics["log_history"] = trainer.state.log_history
     trainer.save_model(str(run_dir / RunDir.ADAPTER))
     if main:
