@@ -252,16 +252,19 @@ def main() -> None:
              common.fmt_summary(r["plain_tokens_per_s"]), common.fmt_summary(r["ratio"]),
              f"≥ {TARGET}: {'met' if r['target_met'] else 'NOT met'}", f"{r['under_load']}/{2 * args.repeats}"]
             for n, r in results["sampling"].items()]  # fmt: skip
-    table = common.markdown_table(["model", "parameters", "sample_responses (new tokens/s)",
-                                   "plain generate (new tokens/s)", "ratio", "target", "units under load"], rows)  # fmt: skip
-    table += (f"\n\nvalues: median (min–max) over {args.repeats} alternating repeats per side; {args.prompts} prompts, "
+    head = ["model", "parameters", "sample_responses (new tokens/s)", "plain generate (new tokens/s)", "ratio",
+            "target", "units under load"]  # fmt: skip
+    table = common.markdown_table(head, rows)
+    table += (f"\n\nvalues: median (min–max) over {args.repeats} alternating repeats per side; "
+              f"{args.prompts} prompts, "
               f"k={args.k}, max_new_tokens={args.max_new_tokens}, temperature 1, top_p {args.top_p}, "
               f"{args.batch_size} sequences per generate call; ratios per repeat pair.")  # fmt: skip
     if args.rounds:
         results["rounds"] = r = rounds(args)
         rows = [[p, common.fmt_summary(r["phases"][p])] for p in PHASES]
         rows += [["outside the phases (start-up, judges trained on first use, tables)",
-                  common.fmt_summary(r["outside_phases"])], ["whole command", common.fmt_summary(r["wall"])]]  # fmt: skip
+                  common.fmt_summary(r["outside_phases"])],
+                 ["whole command", common.fmt_summary(r["wall"])]]  # fmt: skip
         table += "\n\n" + common.markdown_table(["phase of a trained round", "seconds"], rows)
         table += f"\n\nbottleneck: {r['bottleneck']}; {args.rounds} whole run(s), {r['under_load']} under load."
     params = {"models": names, "prompts": args.prompts, "k": args.k, "max_new_tokens": args.max_new_tokens,

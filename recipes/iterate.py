@@ -1,6 +1,6 @@
 """Iterative safety DPO: the policy samples, the judges label, DPO learns, round after round.
 
-    python recipes/iterate.py                               # embedded default: tiny policy and judges, 3 rounds, offline
+    python recipes/iterate.py                       # embedded default: tiny policy and judges, 3 rounds, offline
     python recipes/iterate.py iterate.rule=lagrangian iterate.lam=[0.5,1.0,2.0]
     python recipes/iterate.py -m iterate.rule=safety_first,reward_only    # then: recipes/compare.py sweep_dir=...
 

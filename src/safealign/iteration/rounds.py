@@ -165,8 +165,9 @@ def plot_rounds(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (key, low, high, label) in zip(axes, [("harmless_rate", "harmless_low", "harmless_high", "harmless rate"),
-                                                 ("mean_reward", "reward_low", "reward_high", "mean reward")]):  # fmt: skip
+    panels = [("harmless_rate", "harmless_low", "harmless_high", "harmless rate"),
+              ("mean_reward", "reward_low", "reward_high", "mean reward")]  # fmt: skip
+    for ax, (key, low, high, label) in zip(axes, panels, strict=True):
         points = [r for r in rows if r.get(key) is not None]
         if points:
             x = [r["round"] for r in points]

@@ -63,7 +63,8 @@ def run(
         no_reference = settings.peft.method == "none" and args.precompute_ref_log_probs
         once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args) and not no_reference
         metrics, trainer = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
-                                     functools.partial(build_trainer, evaluate_once=once, start_from=start_from), callbacks,
+                                     functools.partial(build_trainer, evaluate_once=once, start_from=start_from),
+                                     callbacks,
                                      evaluate=not once)  # fmt: skip
 
         if main:

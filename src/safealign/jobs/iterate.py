@@ -82,8 +82,8 @@ def record_config(iter_dir: Path, cfg: DictConfig) -> None:
         saved = io.read_yaml(path) or {}
         old = {**(saved.get("iterate") or {}), **dict.fromkeys(RESUME_MAY_CHANGE)}
         new = {**block, **dict.fromkeys(RESUME_MAY_CHANGE)}
-        changed = sorted({f"iterate.{k}" for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-                         | {k for k in dpo.keys() | saved.keys() if k != "iterate" and dpo.get(k) != saved.get(k)})  # fmt: skip
+        groups = {k for k in dpo.keys() | saved.keys() if k != "iterate" and dpo.get(k) != saved.get(k)}
+        changed = sorted({f"iterate.{k}" for k in old.keys() | new.keys() if old.get(k) != new.get(k)} | groups)
         if changed:
             raise RunDirError(f"{iter_dir} holds an iteration started with another config ({', '.join(changed)} "
                               "differ); rerun with the same overrides to resume it, or choose another "
@@ -237,7 +237,7 @@ def round_pairs(path: Path, settings: TrainSettings, it: IterateConfig, r: int) 
             report.dropped[choice["dropped"]] += 1
             continue
         chosen, rejected = row["samples"][choice["chosen"]], row["samples"][choice["rejected"]]
-        margin = float(choice["margin"]) if it.margin else 0.0
+        margin = it.margin * float(choice["margin"])  # judge units times iterate.margin: the DPO offset
         train.append(Pair(row["prompt"], chosen["response"], rejected["response"], margin, 0))
         label = {True: "unsafe", False: "safe", None: "undecided"}
         report.kept += 1

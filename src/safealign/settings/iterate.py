@@ -49,7 +49,7 @@ class IterateConfig:
     rule: str
     lam: Any  # a number, or one per round
     reference: str
-    margin: bool
+    margin: float  # 0: no margin; else each pair's margin is this times the rule's score difference
     heldout_prompts: int
 
 
@@ -75,6 +75,9 @@ def parse_iterate(node: Any) -> IterateConfig:
     if not 0 < it.top_p <= 1:
         raise ConfigError(f"iterate.top_p: expected a number in (0, 1], got {it.top_p!r}")
     choice(it.reference, REFERENCES, "iterate.reference")
+    if isinstance(it.margin, bool) or not isinstance(it.margin, (int, float)) or not 0 <= it.margin < float("inf"):
+        raise ConfigError(f"iterate.margin: expected a number >= 0 (0: no margin; else the scale from the rule's "
+                          f"judge-score difference to the DPO margin), got {it.margin!r}")  # fmt: skip
     check_prompt_source(it.prompts.source)
     from ..iteration.rules import check_rule  # pure: no torch
 
@@ -106,9 +109,9 @@ def check_judges(judges: JudgesConfig, model_name: str, eval_judge: Mapping[str,
             raise ConfigError(f"iterate.judges.{role}=tiny: the tiny judge scores the tiny model's text only "
                               f"(model=tiny); with model.name_or_path={model_name} give a judge run or a "
                               f"{role} model")  # fmt: skip
-        if value not in (None, TINY_JUDGE) and value.startswith(("/", "./", "../", "~")):
-            if not Path(value).expanduser().exists():
-                raise ConfigError(f"iterate.judges.{role}: no such directory '{value}'")
+        local = value not in (None, TINY_JUDGE) and value.startswith(("/", "./", "../", "~"))
+        if local and not Path(value).expanduser().exists():
+            raise ConfigError(f"iterate.judges.{role}: no such directory '{value}'")
     for role in ("reward", "cost", "guard"):
         if (eval_judge.get(role) or {}).get("path"):
             raise ConfigError(f"eval.judge.{role}.path: recipes/iterate.py judges with iterate.judges.{role} (for "
