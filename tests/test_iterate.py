@@ -129,3 +129,33 @@ def test_the_judged_rate_of_a_learnable_property_rises_over_rounds(tmp_path):
         learning = metrics["learning"]
         assert learning["first_grad_norm_clipped"] > 0
         assert learning["changed_tensors"] == learning["sampled_tensors"] > 0
+
+
+def constant_reward(prompt: str, response: str) -> float:
+    """A judge that ties every sample (`py:tests.test_iterate:constant_reward`)."""
+    return 0.0
+
+
+@pytest.mark.integration
+def test_a_round_whose_pairs_all_drop_fails_naming_the_reasons(tmp_path):
+    from safealign.errors import IterationError
+    from safealign.jobs import iterate
+
+    cfg = compose("iterate", [*QUICK, "iterate.rounds=1", "iterate.rule=reward_only", "iterate.judges.cost=null",
+                              "iterate.judges.reward=py:tests.test_iterate:constant_reward"])  # fmt: skip
+    with pytest.raises(IterationError, match="all_tied: 4"):
+        iterate.run(cfg, tmp_path)
+    status = io.read_json(tmp_path / "round_1" / "status.json")
+    assert status["status"] == "failed" and "all_tied" in status["error"]
+
+
+def test_a_sweep_of_iterations_is_compared_by_its_final_rounds(tmp_path):
+    from safealign.rundir import sweep_runs
+    from tests.runs import fake_run
+
+    for job in ("0", "1"):
+        for r in (1, 2):
+            io.write_json(tmp_path / job / f"round_{r}" / "status.json", {"status": "done"})
+    fake_run(tmp_path / "2", adapter=False)  # a plain run in the same sweep stays itself
+    runs = sweep_runs(tmp_path)
+    assert [(run.name, run.path.name) for run in runs] == [("0", "round_2"), ("1", "round_2"), ("2", "2")]
