@@ -241,11 +241,15 @@ def callable_judge(path: str, key: str) -> Any:
     return fn
 
 
-def prefix_reward(prompt: str, response: str) -> float:
-    """1.0 when the response starts with a space, else 0.0: a property a random tiny policy shows about half
-    the time (the tokens of its vocabulary that open with a space) and can learn to show more often.
-    `iterate.judges.reward=py:safealign.evaluation.judges:prefix_reward` (tests/test_iterate.py's learning test)."""
-    return 1.0 if response.startswith(" ") else 0.0
+def clean_reward(prompt: str, response: str) -> float:
+    """Minus the number of U+FFFD replacement characters in the response: the learning test's judge.
+
+    Why this property: a random tiny policy decodes a few frequent byte tokens to U+FFFD in most of
+    its samples, so the property varies between samples (pairs exist) and rests on a few token ids
+    that DPO can push down (it is learnable in a few steps). `iterate.judges.reward=
+    py:safealign.evaluation.judges:clean_reward`; a sample with score 0 is "clean".
+    """
+    return -float(response.count("\ufffd"))
 
 
 def _unsafe(score: float, cfg: ScorerConfig) -> bool | None:
