@@ -104,22 +104,23 @@ def test_three_rounds_resume_after_a_kill_and_skip_when_done(tmp_path):
 
 def _prefix_rate(samples_file: Path) -> float:
     rows = io.read_jsonl(samples_file)
-    clean = [s["reward"] == 0 for row in rows for s in row["samples"]]
-    return sum(clean) / len(clean)
+    scores = [s["reward"] for row in rows for s in row["samples"]]
+    return sum(scores) / len(scores)
 
 
 @pytest.mark.integration
 def test_the_judged_rate_of_a_learnable_property_rises_over_rounds(tmp_path):
-    """A deterministic judge (`clean_reward`) prefers responses without U+FFFD (a few frequent byte tokens of the
-    random tiny policy): round r's samples come from the policy after r-1 rounds, so their clean rate must rise."""
+    """A deterministic judge (`space_reward`) prefers responses that start with a space (about half of a random
+    tiny policy's): round r's samples come from the policy after r-1 rounds, so their judged rate must rise."""
     from safealign.jobs import iterate
 
     cfg = compose("iterate", ["iterate.rule=reward_only", "iterate.judges.cost=null",
-                              "iterate.judges.reward=py:safealign.evaluation.judges:clean_reward",
+                              "iterate.judges.reward=py:safealign.evaluation.judges:space_reward",
                               "iterate.rounds=3", "iterate.prompts.per_round=16", "iterate.k=4",
-                              "iterate.max_new_tokens=8", "iterate.heldout_prompts=4", "eval.max_pairs=8",
+                              "iterate.max_new_tokens=2", "iterate.prompts.fresh=false",
+                              "iterate.heldout_prompts=4", "eval.max_pairs=8",
                               "eval.generation.max_new_tokens=4", "quant=none",
-                              "train.learning_rate=3e-2", "train.num_train_epochs=4"])  # fmt: skip
+                              "train.learning_rate=1e-2", "train.num_train_epochs=4"])  # fmt: skip
     rows = iterate.run(cfg, tmp_path)
     assert [r["status"] for r in rows[1:]] == ["done"] * 3
     rates = [_prefix_rate(tmp_path / f"round_{r}" / "samples.jsonl") for r in (1, 2, 3)]

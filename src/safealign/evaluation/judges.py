@@ -241,15 +241,15 @@ def callable_judge(path: str, key: str) -> Any:
     return fn
 
 
-def clean_reward(prompt: str, response: str) -> float:
-    """Minus the number of U+FFFD replacement characters in the response: the learning test's judge.
+def space_reward(prompt: str, response: str) -> float:
+    """1.0 when the response starts with a space, else 0.0: the learning test's judge.
 
-    Why this property: a random tiny policy decodes a few frequent byte tokens to U+FFFD in most of
-    its samples, so the property varies between samples (pairs exist) and rests on a few token ids
-    that DPO can push down (it is learnable in a few steps). `iterate.judges.reward=
-    py:safealign.evaluation.judges:clean_reward`; a sample with score 0 is "clean".
+    Why this property: about half of a random tiny policy's first tokens open with a space, so most
+    prompts' samples differ (pairs exist), and DPO on short responses moves the first token's
+    distribution towards the chosen ones within a few steps. `iterate.judges.reward=
+    py:safealign.evaluation.judges:space_reward`.
     """
-    return -float(response.count("\ufffd"))
+    return 1.0 if response.startswith(" ") else 0.0
 
 
 def _unsafe(score: float, cfg: ScorerConfig) -> bool | None:
