@@ -84,6 +84,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["pipeline=sacpoo"], ["pipeline=modpo", "train.max_stepz=2"]])
+@pytest.mark.integration
 def test_help_and_typos_answer_at_once_without_torch(args):
     code = (
         "import runpy, sys\n"
