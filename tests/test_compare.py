@@ -172,6 +172,19 @@ def test_labels_show_only_the_overrides_that_vary(fake_sweep):
     assert runs[3].state == "interrupted"
 
 
+def test_a_merged_run_is_labelled_by_the_objectives_it_merges_and_resume_keys_are_no_columns(tmp_path):
+    """A merged run's config.yaml carries merge.yaml's default objective, which it never trained: the row
+    names what it merges. `train.resume=auto` (how a pipeline starts a run) is not what a run is."""
+    sweep = tmp_path / "sweep"
+    helpful = fake_run(sweep, 0, ["objective=helpful", "train.resume=auto"], (0.9, 0.6))
+    harmless = fake_run(sweep, 1, ["objective=harmless", "train.overwrite=true"], (0.7, 0.9))
+    merged = fake_run(sweep, 2, ["objective=helpful", "q=0.5"], (0.8, 0.8))
+    (merged / "merge.json").write_text(json.dumps({"runs": [str(helpful), str(harmless)], "q": 0.5}))
+    runs = comparison.collect(sweep)
+    assert [r.objective for r in runs] == ["helpful", "harmless", "merge (helpful, harmless)"]
+    assert [r.varied for r in runs] == [[], [], ["q=0.5"]]
+
+
 def test_pareto_front():
     points = [(0.9, 0.6), (0.7, 0.9), (0.65, 0.85), (0.9, 0.5), (0.8, 0.8)]
     assert pareto_front(points) == [(0.7, 0.9), (0.8, 0.8), (0.9, 0.6)]

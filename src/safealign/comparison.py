@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import io
+from .jobs.merge import MERGE_FILE
 from .rundir import RunDir, sweep_runs
 from .settings import DIMENSIONS
 from .settings.judge_run import judge_kind
@@ -43,8 +44,11 @@ def read_run(run: RunDir) -> RunSummary:
     summary.judge = judge_kind(cfg)
     if summary.judge is not None:  # a judge run: its kind stands where a policy's objective does
         summary.objective = f"judge={summary.judge}"
+    merged = run.read_json(MERGE_FILE)
+    if isinstance(merged, dict) and isinstance(merged.get("runs"), list):  # its config's objective is a default
+        summary.objective = f"merge ({', '.join(dict.fromkeys(_objective_of(p) for p in merged['runs']))})"
     try:
-        summary.overrides = _resolved_paths(run.overrides(), cfg)
+        summary.overrides = [o for o in _resolved_paths(run.overrides(), cfg) if override_key(o) not in HOW_STARTED]
     except Exception:
         summary.overrides = []
     train = cfg.get("train") if isinstance(cfg, dict) else None
@@ -62,6 +66,18 @@ def read_run(run: RunDir) -> RunSummary:
     summary.evaluation = evaluation if isinstance(evaluation, dict) and summary.status == "done" else None
     return summary
 
+
+def _objective_of(path: str) -> str:
+    """The objective a merged run's source run trained ('?' when its config cannot be read)."""
+    try:
+        cfg = RunDir(path).saved_config() or {}
+        return str((cfg.get("objective") or {}).get("name") or "?")
+    except Exception:
+        return "?"
+
+
+# Overrides that decide how a run started (resumed, overwritten), not what it is: never a column or a group.
+HOW_STARTED = ("train.resume", "train.overwrite", "overwrite")
 
 # Overrides that name a file or directory: given relative to wherever the command ran, so two runs with
 # the same text may read different things (and the same thing under different texts).
