@@ -158,4 +158,10 @@ def test_sacpo_pipeline_end_to_end(tmp_path):
 def test_objectives_pipeline_end_to_end(tmp_path):
     args = ["pipeline=objectives", "pipeline.seeds=[0]", *TINY, f"hydra.run.dir={tmp_path}"]
     assert_done_then_skipped(args, tmp_path, stages=7)
-    assert (tmp_path / "compare" / "summary.csv").is_file()
+    import csv
+
+    with open(tmp_path / "compare" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["objective"] == "sft (multilevel)" and float(rows[0]["harmless_diff"]) == 0.0  # the baseline
+    assert len(rows) == 6 and all(r["harmless_accuracy"] for r in rows)
+    assert json.loads((tmp_path / "sft" / "eval.json").read_text())["measure"] == "likelihood"

@@ -81,6 +81,10 @@ def _compose_choices(config_name: str, choices: tuple[str, ...], conf_dir: str) 
     # sweep would then log to app.log instead of dpo.log.
     running = JobRuntime.instance().conf.get("name", "UNKNOWN_NAME")
     job_name = config_name if running == "UNKNOWN_NAME" else running
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a recipe's Hydra app, whose search path is conf/ already
+        return hydra_compose(config_name, overrides=list(choices))
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3", job_name=job_name):
         return hydra_compose(config_name, overrides=list(choices))
 
