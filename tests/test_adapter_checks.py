@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from safealign.cli import compose
-from safealign.errors import ConfigError, EvaluationError
+from safealign.errors import ConfigError
 from safealign.evaluation.report import load_run
 from safealign.settings import parse_sft, parse_train
 from safealign.settings.runs import parse_merge
@@ -125,10 +125,13 @@ def test_older_chained_run_falls_back_to_its_start_with_a_warning(tmp_path, monk
     assert "no copy of its starting adapter" in caplog.text
 
 
-def test_sft_run_is_not_evaluated_as_a_dpo_run(tmp_path):
-    sft = run_dir(tmp_path / "sft", recipe="sft")
-    with pytest.raises(EvaluationError, match=r"that run is an SFT run \(recipes/sft\.py\).*evaluate a DPO run"):
-        load_run(sft)
+def test_an_sft_run_is_evaluated_with_its_own_length_and_batch_size(tmp_path):
+    """An SFT run's held-out scoring keeps its max_length and batch size; the rest of the scoring's
+    DPOConfig is conf/train/default.yaml's (docs/evaluation.md "SFT runs")."""
+    sft = run_dir(tmp_path / "sft", recipe="sft", overrides=("train.max_length=96", "objective=harmless"))
+    s = load_run(sft)
+    assert s.train["max_length"] == 96 and s.train["per_device_eval_batch_size"] == 16 and s.objective == "harmless"
+    assert "completion_only_loss" not in s.train and s.train["loss_type"] == ["sigmoid"]
 
 
 # --- 2. an SFT run where a DPO run is needed --------------------------------------------------------
@@ -141,7 +144,9 @@ def test_sft_and_dpo_configs_are_told_apart(tmp_path):
         saved = OmegaConf.to_container(compose(recipe, ["model=tiny"]), resolve=True)
         assert is_sft_config(saved) is sft
         saved["train"] = {k: v for k, v in saved["train"].items() if k != "completion_only_loss"}
-        assert is_sft_config(saved) is sft  # ~train.completion_only_loss: still an SFT run (no eval group)
+        assert is_sft_config(saved) is sft  # ~train.completion_only_loss: still an SFT run (no `metric` key)
+        del saved["eval"]
+        assert is_sft_config(saved) is sft  # an SFT run saved before SFT runs had an `eval` group
 
 
 def test_sft_margin_run_is_named_for_modpo(tmp_path):

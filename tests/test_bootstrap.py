@@ -54,6 +54,7 @@ def test_rate_ci_is_wilson_and_takes_the_old_arguments():
         rate_ci([2.0, 3.0])
 
 
+@pytest.mark.integration
 def test_the_point_is_always_inside_its_interval():
     rng = np.random.default_rng(0)
     for _ in range(40):  # each draws a new shape: a few seconds in all

@@ -29,6 +29,7 @@ CASES = [
 
 @pytest.mark.parametrize("overrides", CASES)
 @pytest.mark.parametrize("name", ["dpo", "pairs"])
+@pytest.mark.integration
 def test_compose_equals_hydras_own_compose(name, overrides):
     if name == "pairs":
         overrides = [o for o in overrides if o.split("=")[0].lstrip("+~").split(".")[0] in ("data", "objective")]
@@ -71,6 +72,7 @@ def test_compose_inside_a_running_job_keeps_its_name():
     (["train.betta=1"], 1, "Did you mean 'beta'"),
     (["data.path=/nonexistent.jsonl"], 1, "safealign: error:"),
 ])  # fmt: skip
+@pytest.mark.integration
 def test_recipes_exit_fast_with_the_right_code_and_all_output(args, code, expected, tmp_path):
     """`exit_when_done` skips interpreter teardown; the exit code and every line of output survive it."""
     import subprocess
@@ -135,6 +137,7 @@ def fast_exit_env() -> dict[str, str]:
     ("report_to=mlflow", 0, False),
     ("thread", 0, False),
 ])  # fmt: skip
+@pytest.mark.integration
 def test_fast_exit_runs_every_atexit_handler(case, code, fast, tmp_path):
     """An atexit handler registered during the run always runs; a tracker (report_to) or a busy
     thread keeps the usual exit, which also waits for the thread."""

@@ -172,6 +172,19 @@ def test_labels_show_only_the_overrides_that_vary(fake_sweep):
     assert runs[3].state == "interrupted"
 
 
+def test_a_merged_run_is_labelled_by_the_objectives_it_merges_and_resume_keys_are_no_columns(tmp_path):
+    """A merged run's config.yaml carries merge.yaml's default objective, which it never trained: the row
+    names what it merges. `train.resume=auto` (how a pipeline starts a run) is not what a run is."""
+    sweep = tmp_path / "sweep"
+    helpful = fake_run(sweep, 0, ["objective=helpful", "train.resume=auto"], (0.9, 0.6))
+    harmless = fake_run(sweep, 1, ["objective=harmless", "train.overwrite=true"], (0.7, 0.9))
+    merged = fake_run(sweep, 2, ["objective=helpful", "q=0.5"], (0.8, 0.8))
+    (merged / "merge.json").write_text(json.dumps({"runs": [str(helpful), str(harmless)], "q": 0.5}))
+    runs = comparison.collect(sweep)
+    assert [r.objective for r in runs] == ["helpful", "harmless", "merge (helpful, harmless)"]
+    assert [r.varied for r in runs] == [[], [], ["q=0.5"]]
+
+
 def test_pareto_front():
     points = [(0.9, 0.6), (0.7, 0.9), (0.65, 0.85), (0.9, 0.5), (0.8, 0.8)]
     assert pareto_front(points) == [(0.7, 0.9), (0.8, 0.8), (0.9, 0.6)]
@@ -179,6 +192,7 @@ def test_pareto_front():
     assert pareto_front([]) == []
 
 
+@pytest.mark.integration
 def test_compare_recipe(fake_sweep, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "recipes" / "compare.py"), f"sweep_dir={fake_sweep}",
                              "baseline=objective=helpful"],
@@ -278,6 +292,7 @@ def summary_rows(sweep: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((sweep / "summary.csv").open()))
 
 
+@pytest.mark.integration
 def test_summary_groups_seeds_with_cis(seed_sweep):
     compare(seed_sweep)
     rows = summary_rows(seed_sweep)
@@ -303,6 +318,7 @@ def test_summary_groups_seeds_with_cis(seed_sweep):
     assert width["6"] < width["3"]
 
 
+@pytest.mark.integration
 def test_baseline_differences_are_paired(seed_sweep):
     compare(seed_sweep, baseline="objective=helpful", resamples=500, seed=0)
     base, other = summary_rows(seed_sweep)
@@ -319,6 +335,7 @@ def test_baseline_differences_are_paired(seed_sweep):
     assert "baseline (objective=helpful)" in (seed_sweep / "summary.md").read_text()
 
 
+@pytest.mark.integration
 def test_baseline_with_other_seeds_is_resampled_independently(seed_sweep):
     seed_run(seed_sweep, 6, ["objective=multilevel"], {"harmless": 0.9}, 7)
     compare(seed_sweep, baseline="objective=helpful", resamples=300)
@@ -326,6 +343,7 @@ def test_baseline_with_other_seeds_is_resampled_independently(seed_sweep):
     assert multilevel["seeds"] == "7" and float(multilevel["harmless_diff_ci_low"]) < float(multilevel["harmless_diff"])
 
 
+@pytest.mark.integration
 def test_baseline_errors_list_the_configurations(seed_sweep):
     with pytest.raises(ConfigError, match=r"baseline=objective=helpfull: matches no configuration of the sweep\. "
                                           r"The configurations: objective=helpful; objective=harmless"):  # fmt: skip
@@ -344,6 +362,7 @@ def test_baseline_errors_list_the_configurations(seed_sweep):
         compare(seed_sweep, baseline="helpful")
 
 
+@pytest.mark.integration
 def test_runs_without_pair_outcomes_get_empty_cis(tmp_path, caplog):
     sweep = tmp_path / "old"
     for seed in (1, 2):
@@ -358,6 +377,7 @@ def test_runs_without_pair_outcomes_get_empty_cis(tmp_path, caplog):
     assert len(notes) == 1 and "no CI" in notes[0]
 
 
+@pytest.mark.integration
 def test_refusal_and_harmless_rate_join_the_summary_when_measured(seed_sweep):
     compare(seed_sweep)
     assert "over_refusal_rate" not in summary_rows(seed_sweep)[0] and "harmless_rate" not in summary_rows(seed_sweep)[0]
@@ -381,6 +401,7 @@ def test_quote_baseline_for_hydra():
     assert quote_baseline(["baseline='objective=a train.beta=1'"]) == ["baseline='objective=a train.beta=1'"]
 
 
+@pytest.mark.integration
 def test_compare_bootstrap_no_longer_changes_the_intervals(seed_sweep):
     """compare.bootstrap is still accepted, but no interval resamples: 2 gives what 1000 gives."""
     compare(seed_sweep, baseline="objective=helpful")
@@ -399,6 +420,7 @@ def all_inside(rows: list[dict[str, str]]) -> None:
                 assert float(r[f"{d}_diff_ci_low"]) <= float(r[f"{d}_diff"]) <= float(r[f"{d}_diff_ci_high"]), (r, d)
 
 
+@pytest.mark.integration
 def test_seeds_holding_different_pairs(tmp_path, caplog):
     """Accuracy, CI and Δ on the same pairs (those every seed holds); the note counts the pairs left out."""
     sweep = tmp_path / "uneven"
@@ -437,6 +459,7 @@ def test_seeds_holding_different_pairs(tmp_path, caplog):
     assert (sweep / "comparison.png").read_bytes().startswith(PNG)
 
 
+@pytest.mark.integration
 def test_a_small_dimension_all_right_is_not_certain(tmp_path):
     """15 of 15 pairs right (one seed, or three that agree): about [0.80, 1], never [1, 1]."""
     sweep = tmp_path / "small"
@@ -462,6 +485,7 @@ def test_error_bars_are_clipped_at_zero(tmp_path):
     assert (tmp_path / "p.png").read_bytes().startswith(PNG)
 
 
+@pytest.mark.integration
 def test_bootstrap_key_is_still_checked(seed_sweep):
     from safealign.cli import compose
     from safealign.jobs.compare import run

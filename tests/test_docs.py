@@ -238,6 +238,7 @@ def _check_choices_and_dirs(overrides: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[w for w, _ in COMMANDS])
+@pytest.mark.integration
 def test_docs_command_composes_and_validates(where: str, command: str, tmp_path: Path):
     from safealign.jobs.compare import quote_baseline
 

@@ -83,6 +83,7 @@ DATA_CASES = [
 
 
 @pytest.mark.parametrize(("builder", "expected"), [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
+@pytest.mark.integration
 def test_bad_data_gets_one_clear_message(builder, expected, tmp_path, monkeypatch, capsys):
     path = builder(tmp_path)
     args = [f"data.path={path}", f"hydra.run.dir={tmp_path / 'out'}"]
@@ -115,6 +116,7 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize(("args", "message", "hint"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.integration
 def test_bad_config_fails_before_anything_loads(args, message, hint, tmp_path, monkeypatch, capsys):
     code = cli("dpo", *args, f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch)
     err = capsys.readouterr().err
@@ -167,6 +169,7 @@ def test_hub_while_offline_says_how_to_use_a_local_copy(args, message, tmp_path,
     assert code == 1 and message in err and "Traceback" not in err
 
 
+@pytest.mark.integration
 def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAFEALIGN_DEBUG", "1")
     code = cli("pairs", f"data.path={tmp_path / 'nope.jsonl'}", f"hydra.run.dir={tmp_path}", monkeypatch=monkeypatch)

@@ -26,6 +26,7 @@ def test_presets_are_shipped():
 
 
 @pytest.mark.parametrize("name", OWN)
+@pytest.mark.integration
 def test_preset_sets_hyperparameters_not_the_model(name):
     base = compose("dpo", ["model=alpaca-7b"])
     cfg = compose("dpo", [f"experiment={name}", "model=alpaca-7b"])
@@ -34,6 +35,7 @@ def test_preset_sets_hyperparameters_not_the_model(name):
     assert cfg.train.num_train_epochs >= 1 and cfg.train.max_length >= 512
 
 
+@pytest.mark.integration
 def test_preset_values():
     qlora = compose("dpo", ["experiment=qlora_7b"])
     assert qlora.train.learning_rate <= 1e-4 and qlora.train.lr_scheduler_type == "cosine"
@@ -55,6 +57,7 @@ def test_command_line_groups_win_over_the_preset():
     assert cfg.peft.r == 64  # the rest of the preset stays: MODPO's stage 1 (the margin model)
 
 
+@pytest.mark.integration
 def test_preset_cfg_job_from_the_command_line():
     out = subprocess.run([sys.executable, "recipes/dpo.py", "experiment=bfpo", "model=alpaca-7b", "--cfg", "job"],
                          cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -91,6 +94,7 @@ def test_sacpo_safety_requires_the_stage_1_run(more):
         parse_train(compose("dpo", ["experiment=sacpo_safety", *more]))
 
 
+@pytest.mark.integration
 def test_sacpo_safety_takes_the_stage_1_run(tmp_path):
     stage_1 = fake_run(tmp_path / "helpful", ["experiment=sacpo_helpful"])
     assert parse_train(compose("dpo", ["experiment=sacpo_safety", f"model.adapter={stage_1}"])).model.adapter
@@ -102,6 +106,7 @@ def test_sacpo_safety_takes_the_stage_1_run(tmp_path):
 
 
 @pytest.mark.parametrize("objective", ["helpful", "harmless", "multilevel", "safedpo"])
+@pytest.mark.integration
 def test_bfpo_preset_refuses_another_objective(objective):
     """experiment=bfpo objective=helpful trained DPO with BFPO's β 0.01 and lr 5e-7, silently."""
     with pytest.raises(ConfigError, match=rf"^experiment=bfpo is a preset for objective=bfpo \(its train values are "
@@ -111,6 +116,7 @@ def test_bfpo_preset_refuses_another_objective(objective):
     assert parse_train(compose("dpo", ["experiment=bfpo", "objective=bfpo"])).objective == "bfpo"
 
 
+@pytest.mark.integration
 def test_hyperparameter_presets_take_any_objective():
     """MODPO's stage 1 is experiment=modpo objective=harmless; qlora_7b and safedpo set hyperparameters only."""
     assert parse_train(compose("dpo", ["experiment=modpo", "objective=harmless", "data=sample"])).objective == (
@@ -129,6 +135,7 @@ def test_preset_keys_are_checked():
     (["experiment=sacpo_safety"], SACPO_STAGE_1[1:-1]),
     (["experiment=bfpo", "objective=helpful"], r"experiment=bfpo is a preset for objective=bfpo .* objective=helpful"),
 ])  # fmt: skip
+@pytest.mark.integration
 def test_preset_errors_from_the_command_line(args, expected, tmp_path):
     out = subprocess.run([sys.executable, "recipes/dpo.py", *args, f"hydra.run.dir={tmp_path / 'run'}"],
                          cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -138,6 +145,7 @@ def test_preset_errors_from_the_command_line(args, expected, tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [["experiment=bfpo", "objective=helpful"], ["experiment=sacpo_safety"]])
+@pytest.mark.integration
 def test_a_run_saved_before_the_preset_checks_still_reads(tmp_path, overrides):
     """The evaluation re-checks a run's saved config, filling in keys its safealign lacked: not `preset`,
     which would refuse a run trained (from the base model, or with another objective) before it existed."""

@@ -61,6 +61,7 @@ def test_overwrite_with_a_bad_value_removes_nothing(tmp_path):
     assert snapshot(run) == files
 
 
+@pytest.mark.integration
 def test_a_refused_rerun_changes_nothing_in_the_run_directory_hydra_files_included(tmp_path):
     run = tmp_path / "run"
     files = finished_run(run)
@@ -87,6 +88,7 @@ def test_an_unreadable_status_is_an_error_not_a_silent_retrain(tmp_path):
     assert snapshot(run) == before
 
 
+@pytest.mark.integration
 def test_a_sweep_marks_config_failures_failed_summarises_them_and_exits_non_zero(tmp_path):
     sweep = tmp_path / "sweep"
     out = subprocess.run(
@@ -195,6 +197,7 @@ def test_resume_refuses_changed_data(tmp_path):
         run.check_same_data({"train_pairs": 250, "train_sha256": "b"})
 
 
+@pytest.mark.integration
 def test_a_refused_resume_in_a_sweep_keeps_the_runs_record(tmp_path):
     sweep = tmp_path / "sweep"
     run = sweep / "0"
@@ -225,6 +228,7 @@ def test_non_finite_objective_options_are_refused():
         parse_pairs(compose("pairs", ["objective=bfpo", "objective.alpha=-inf"]))
 
 
+@pytest.mark.integration
 def test_evaluating_a_sweep_with_nothing_finished_fails(tmp_path):
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "status.json").write_text('{"status": "failed", "error": "x"}')

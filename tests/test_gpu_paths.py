@@ -59,6 +59,7 @@ def test_full_fine_tuning_keeps_fp32_master_weights():
     assert load_dtype("bfloat16", full_fine_tuning=True, bf16_native=True) == "bfloat16"  # asked for
 
 
+@pytest.mark.integration
 def test_full_fine_tuning_loads_the_policy_in_fp32_and_the_reference_in_bf16(monkeypatch, tiny_cfg):
     from omegaconf import OmegaConf
 
@@ -152,6 +153,7 @@ def test_a_save_that_wrote_no_weights_fails_the_run(tmp_path):
 # ---- model defaults (fault 6) ----
 
 @pytest.mark.parametrize("recipe", ["dpo", "sft", "reward"])
+@pytest.mark.integration
 def test_every_7b_model_trains_with_gradient_checkpointing_by_default(recipe):
     models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
     assert "tiny" in models and len(models) > 1
@@ -162,6 +164,7 @@ def test_every_7b_model_trains_with_gradient_checkpointing_by_default(recipe):
     assert off.train.gradient_checkpointing is False
 
 
+@pytest.mark.integration
 def test_the_recipe_shows_gradient_checkpointing_on_for_alpaca_7b():
     result = subprocess.run([sys.executable, "recipes/dpo.py", "model=alpaca-7b", "--cfg", "job"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -185,6 +188,7 @@ def _rank(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.integration
 def test_the_cache_decision_is_rank_0s_on_every_rank(tmp_path):
     import socket
 
@@ -299,6 +303,7 @@ def test_evaluation_autocasts_as_training_did():
         assert not torch.is_autocast_enabled()
 
 
+@pytest.mark.integration
 def test_the_trained_policy_is_freed_before_the_judges_load():
     import functools
     import weakref

@@ -23,6 +23,7 @@ def offline_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("extra", [{}, {"HF_HUB_OFFLINE": "1"}])
+@pytest.mark.integration
 def test_an_unreachable_hub_dataset_fails_within_seconds(tmp_path, extra):
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "recipes/pairs.py", "data=pku_saferlhf", f"hydra.run.dir={tmp_path}"],

@@ -120,7 +120,7 @@ def test_the_judged_rate_of_a_learnable_property_rises_over_rounds(tmp_path):
                               "iterate.max_new_tokens=2", "iterate.prompts.fresh=false",
                               "iterate.heldout_prompts=4", "eval.max_pairs=8",
                               "eval.generation.max_new_tokens=4", "quant=none",
-                              "train.learning_rate=1e-2", "train.num_train_epochs=4"])  # fmt: skip
+                              "train.learning_rate=3e-2", "train.num_train_epochs=6"])  # fmt: skip
     rows = iterate.run(cfg, tmp_path)
     assert [r["status"] for r in rows[1:]] == ["done"] * 3
     rates = [_prefix_rate(tmp_path / f"round_{r}" / "samples.jsonl") for r in (1, 2, 3)]

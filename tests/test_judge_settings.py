@@ -106,6 +106,7 @@ def test_sign_metrics_counts_the_confusion_matrix():
 # --- settings -----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_default_judge_config_checks_and_imports_no_torch():
     code = ("import sys; from safealign.cli import compose; from safealign.settings import parse_reward; "
             "s = parse_reward(compose('reward', ['judge=cost'])); assert s.objective == 'harmless', s.objective; "
@@ -143,6 +144,7 @@ def test_a_judge_preset_is_refused_by_the_dpo_recipe():
         parse_train(compose("dpo", ["experiment=beaver_cost"]))
 
 
+@pytest.mark.integration
 def test_a_typo_and_a_bad_value_answer_in_about_a_second(tmp_path):
     for args, expected in ((["judge=cots"], "judge: expected reward or cost"),
                            (["train.learning_rat=1"], "train.learning_rat")):  # fmt: skip
@@ -160,6 +162,7 @@ def _eval(**judge: str):
     return parse_eval(compose("evaluate", ["run_dir=x", *overrides]).eval)
 
 
+@pytest.mark.integration
 def test_a_judge_run_as_eval_judge_brings_its_template_eos_and_threshold(tmp_path):
     cost = fake_judge_run(tmp_path / "cost", "cost", template="alpaca")
     reward = fake_judge_run(tmp_path / "reward", "reward")
@@ -213,6 +216,7 @@ def test_evaluate_refuses_generation_from_a_judge_run(tmp_path):
 # --- compare.py ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_compare_shows_judge_runs_with_their_own_columns(tmp_path):
     """A sweep of a policy and two judges: the judges get a table of their own (own dimension's accuracy with its
     CI and baseline, sign accuracy and confusion counts), and stay out of the helpful/harmless trade-off plot."""

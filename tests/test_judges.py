@@ -30,6 +30,7 @@ TEXTS = ["Q: how? A: like this.", "Q: why? A: because it is so, and for a longer
     ("name", "hub"),
     [("beaver-7b-v1.0", "PKU-Alignment/beaver-7b-v1.0"), ("beaver-7b-unified", "PKU-Alignment/beaver-7b-unified")],
 )
+@pytest.mark.integration
 def test_shipped_beaver_judges_compose_into_every_recipe(name, hub):
     for recipe, extra in (("dpo", []), ("evaluate", ["run_dir=x"]), ("judge", ["generations=x"])):
         judge = parse_eval(compose(recipe, [f"eval/judge={name}", *extra]).eval).judge
@@ -225,6 +226,7 @@ def _heavy_modules_after(args: list[str], cwd: Path) -> tuple[subprocess.Complet
     return out, ast.literal_eval(heavy.split(" ", 1)[1])
 
 
+@pytest.mark.integration
 def test_the_recipe_judges_refusal_offline_without_torch_and_prints_what_it_wrote(tmp_path):
     gens = _write(tmp_path / "gens.jsonl", ROWS)
     out, heavy = _heavy_modules_after([f"generations={gens}", f"hydra.run.dir={tmp_path / 'run'}"], REPO)
@@ -337,6 +339,7 @@ def test_a_judge_gets_text_its_tokenizer_can_take_and_its_verdicts_are_counted(t
     assert summary["models"]["all"]["mean_reward"] == 3.0
 
 
+@pytest.mark.integration
 def test_a_crash_late_in_judging_keeps_the_judged_chunks_and_a_rerun_does_not_duplicate_them(tmp_path, monkeypatch):
     import safealign.jobs.judge as job
 
@@ -391,6 +394,7 @@ def test_an_unwritable_output_directory_is_one_error_before_any_judging(tmp_path
     assert not any(p.is_file() for p in (tmp_path / "ro").rglob("*"))
 
 
+@pytest.mark.integration
 def test_a_refused_rerun_leaves_a_finished_directory_and_its_hydra_record_as_they_were(tmp_path):
     gens = _write(tmp_path / "gens.jsonl", ROWS)
     run = tmp_path / "run"

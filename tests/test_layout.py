@@ -88,6 +88,7 @@ def test_no_module_is_over_500_lines():
     assert {k: v for k, v in sizes.items() if v > MAX_LINES} == {}
 
 
+@pytest.mark.integration
 def test_no_import_cycles_counting_imports_inside_functions():
     edges = graph()
     assert "safealign.settings" in edges["safealign.jobs.dpo"]  # the walker sees imports
@@ -116,6 +117,7 @@ def _modules_after(code: str) -> list[str]:
     return ast.literal_eval(line.split(" ", 1)[1])
 
 
+@pytest.mark.integration
 def test_pairs_export_imports_no_torch(tmp_path):
     code = (
         "import runpy, sys\n"
@@ -130,6 +132,7 @@ RECIPES = ["dpo", "sft", "pairs", "evaluate", "compare", "merge", "judge", "pipe
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.integration
 def test_help_and_a_config_typo_import_no_torch(recipe):
     help_code = (
         "import runpy, sys\n"
@@ -151,6 +154,7 @@ def test_help_and_a_config_typo_import_no_torch(recipe):
     assert "safealign: error:" in out.stderr and "Did you mean" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.integration
 def test_a_bad_config_value_fails_before_torch_loads(tmp_path):
     code = (
         "import runpy, sys\n"

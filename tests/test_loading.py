@@ -928,6 +928,7 @@ LINES = st.lists(
 
 @settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lines=LINES)
+@pytest.mark.integration
 def test_drop_never_crashes_and_accounts_for_every_row(lines: list[tuple[str, Any]]) -> None:
     text = "".join((value if kind == "raw" else json.dumps(value)) + "\n" for kind, value in lines)
     valid = [value for kind, value in lines if kind == "valid"]
@@ -960,6 +961,7 @@ PAIR_REASONS = {"identical_responses", "same_safety", "label_conflict", "both_un
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(lines=LINES)
+@pytest.mark.integration
 def test_every_row_is_kept_or_dropped_once_with_a_named_reason(lines: list[tuple[str, Any]]) -> None:
     """Through loading and every objective: each line ends as exactly one pair or one named drop."""
     from safealign.objectives import OBJECTIVES

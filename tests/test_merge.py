@@ -36,6 +36,7 @@ def test_combination_types_are_peft_s():
     assert "density" in inspect.signature(LoraModel.add_weighted_adapter).parameters
 
 
+@pytest.mark.integration
 def test_q_gives_the_weights_of_two_runs(tmp_path):
     a, b = bare_run(tmp_path / "a"), bare_run(tmp_path / "b")
     s = parse_merge(merge_cfg(f"runs=[{a},{b}]", "q=0.25"))
@@ -61,6 +62,7 @@ def test_merge_settings_errors(tmp_path, overrides, message):
         parse_merge(merge_cfg(f"runs=[{a},{b}]", *overrides))
 
 
+@pytest.mark.integration
 def test_merge_refuses_runs_it_cannot_merge(tmp_path):
     a = bare_run(tmp_path / "a")
     with pytest.raises(ConfigError, match="runs: expected a list of two or more"):
@@ -140,6 +142,7 @@ def test_merged_adapter_is_the_weighted_combination(tmp_path):
         )
 
 
+@pytest.mark.integration
 def test_merge_config_errors_import_no_torch(tmp_path):
     """A wrong run or key fails in a second with one line, before torch is imported."""
     import subprocess
@@ -186,6 +189,7 @@ def two_runs(tmp_path):
 
 
 @pytest.mark.parametrize("state", ["interrupted", "failed"])
+@pytest.mark.integration
 def test_merge_refuses_an_unfinished_run_with_checkpoints_without_overwrite(tmp_path, no_merge, state):
     from safealign.errors import RunDirError
     from safealign.jobs.merge import run as merge
@@ -206,6 +210,7 @@ def test_merge_refuses_an_unfinished_run_with_checkpoints_without_overwrite(tmp_
     assert no_merge == [("hydra", out), ("merge", out)]  # .hydra/ written once the directory is claimed
 
 
+@pytest.mark.integration
 def test_merge_refuses_a_finished_run_and_a_live_job_naming_its_own_option(tmp_path, no_merge):
     import socket
     import subprocess
@@ -280,6 +285,7 @@ def test_merge_refuses_an_output_directory_it_cannot_write(tmp_path, no_merge):
     assert no_merge == []
 
 
+@pytest.mark.integration
 def test_a_refused_merge_leaves_the_directory_and_its_hydra_record_as_they_were(tmp_path):
     """Hydra writes no .hydra/ of its own (hydra.output_subdir: null): a refused merge cannot relabel the
     finished run it was refused, nor a run it reads (compare.py groups runs by .hydra/overrides.yaml)."""
@@ -328,6 +334,7 @@ def test_the_merge_recipe_records_its_overrides_once_it_has_claimed_the_director
     assert json.loads((out / "status.json").read_text())["status"] == "done"
 
 
+@pytest.mark.integration
 def test_a_merge_sweep_marks_runs_failed_by_their_settings_with_their_overrides(tmp_path):
     """As a training sweep does: the summary and compare.py list such a run with its overrides."""
     import subprocess
@@ -349,6 +356,7 @@ def test_a_merge_sweep_marks_runs_failed_by_their_settings_with_their_overrides(
         assert f"q={q}" in yaml.safe_load((sweep / run / ".hydra" / "overrides.yaml").read_text())
 
 
+@pytest.mark.integration
 def test_the_merge_recipe_refuses_a_directory_it_cannot_write_in_one_line(tmp_path):
     """A directory even root cannot create files in (/proc/1): one line, not Hydra's traceback from opening
     merge.log there (conf/merge.yaml: the log file is opened on its first line, after the check)."""
@@ -386,6 +394,7 @@ def chained_bare_run(path, start, *overrides: str, ref: bool = True):
     return run
 
 
+@pytest.mark.integration
 def test_a_stage_merges_with_the_stage_that_continued_it(tmp_path):
     """The merge's reference is the start of the chains: the base model for stage 1 from the base, and
     stage 1's own reference (the SFT run it continued, as stage 1 holds it) when stage 1 continued one."""

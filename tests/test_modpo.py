@@ -130,6 +130,7 @@ def scored_margins(tmp_path, monkeypatch):
     '{"0": 0.5}', "[0.5]", "[0.5, null, 1.0]", "null",  # not one reward per unit
     "[0.5, nu", "", "\udcff",  # unreadable
 ])  # fmt: skip
+@pytest.mark.integration
 def test_corrupt_margin_cache_is_rebuilt_with_a_warning(scored_margins, content, caplog):
     from safealign import modpo
 

@@ -659,6 +659,7 @@ def test_real_sample_filters(sample):
     assert report.to_dict()["kept"] == with_cyber
 
 
+@pytest.mark.integration
 def test_pairs_cli_end_to_end(real_sample, tmp_path):
     command = [sys.executable, "recipes/pairs.py", f"data.path={real_sample}", "objective=harmless"]
     result = subprocess.run(

@@ -34,18 +34,39 @@ def test_plan_resolves_earlier_stages_and_sweeps(tmp_path):
     assert compare[0].argv == [f"sweep_dir={tmp_path / 'compare'}"]
 
 
+def test_each_unit_knows_the_stages_it_reads(tmp_path):
+    cfg, passed, root = check(["pipeline=sacpo", "pipeline.q=[0,1]", *TINY, f"hydra.run.dir={tmp_path}"])
+    helpful, safety, front, compare = plan(cfg, passed, root)
+    assert helpful[0].needs == set() and safety[0].needs == {"helpful"}
+    assert all(u.needs == {"helpful", "safety"} for u in front)
+    assert compare[0].needs == {"helpful", "safety", "front"}
+
+
+def test_a_new_sweep_value_runs_alone_and_the_comparison_follows(tmp_path):
+    """Adding q=0 to a finished front runs q=0 only: its finished siblings do not read it, and the
+    comparison, derived from the runs, compares again instead of being refused."""
+    cfg, passed, root = check(["pipeline=sacpo", "pipeline.q=[0,1]", *TINY, f"hydra.run.dir={tmp_path}"])
+    _, _, front, compare = plan(cfg, passed, root)
+    for unit in (*front, *compare):
+        io.write_json(unit.path / "stage.json", {"recipe": unit.recipe, "argv": unit.argv, "status": "done"})
+    assert decide(front[1], overwrite=False, ran={"front"} & front[1].needs) == "skip"
+    assert decide(compare[0], overwrite=False, ran={"front"} & compare[0].needs) == "run"
+    with pytest.raises(PipelineError, match=r"stage front q_1 .*helpful, which it reads, ran again"):
+        decide(front[1], overwrite=False, ran={"helpful"} & front[1].needs)
+
+
 def test_a_changed_stage_is_refused_naming_it_and_the_change(tmp_path):
     unit = Unit("margin", "dpo", tmp_path, ["objective=harmless", "train.max_steps=3"])
-    assert decide(unit, overwrite=False, dirty=False) == "run"
+    assert decide(unit, overwrite=False) == "run"
     io.write_json(tmp_path / "stage.json", {"recipe": "dpo", "argv": ["objective=harmless", "train.max_steps=2"],
                                            "status": "done"})  # fmt: skip
     with pytest.raises(PipelineError, match=r"stage margin .*was train.max_steps=2; now train.max_steps=3"):
-        decide(unit, overwrite=False, dirty=False)
-    assert decide(unit, overwrite=True, dirty=False) == "overwrite"
+        decide(unit, overwrite=False)
+    assert decide(unit, overwrite=True) == "overwrite"
     unit.argv = ["objective=harmless", "train.max_steps=2"]
-    assert decide(unit, overwrite=False, dirty=False) == "skip"
+    assert decide(unit, overwrite=False) == "skip"
     io.write_json(tmp_path / "stage.json", {"recipe": "dpo", "argv": unit.argv, "status": "interrupted"})
-    assert decide(unit, overwrite=False, dirty=False) == "resume"
+    assert decide(unit, overwrite=False) == "resume"
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -63,6 +84,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["pipeline=sacpoo"], ["pipeline=modpo", "train.max_stepz=2"]])
+@pytest.mark.integration
 def test_help_and_typos_answer_at_once_without_torch(args):
     code = (
         "import runpy, sys\n"
@@ -136,4 +158,10 @@ def test_sacpo_pipeline_end_to_end(tmp_path):
 def test_objectives_pipeline_end_to_end(tmp_path):
     args = ["pipeline=objectives", "pipeline.seeds=[0]", *TINY, f"hydra.run.dir={tmp_path}"]
     assert_done_then_skipped(args, tmp_path, stages=7)
-    assert (tmp_path / "compare" / "summary.csv").is_file()
+    import csv
+
+    with open(tmp_path / "compare" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["objective"] == "sft (multilevel)" and float(rows[0]["harmless_diff"]) == 0.0  # the baseline
+    assert len(rows) == 6 and all(r["harmless_accuracy"] for r in rows)
+    assert json.loads((tmp_path / "sft" / "eval.json").read_text())["measure"] == "likelihood"

@@ -64,6 +64,7 @@ def test_sweep_runs_each_job_in_its_own_directory(tmp_path):
         assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
 
 
+@pytest.mark.integration
 def test_config_error_exits_before_loading_a_model(tmp_path):
     cmd = [sys.executable, "-X", "importtime", "recipes/dpo.py", "train.beta=-1", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -249,6 +249,7 @@ def test_a_duplicated_column_is_an_error_naming_it(tmp_path, name, text, expecte
         load_refusal_prompts(path)
 
 
+@pytest.mark.integration
 def test_a_prompt_file_turns_refusal_on_unless_it_is_turned_off_explicitly(tmp_path):
     from safealign.cli import compose
     from safealign.settings import parse_eval

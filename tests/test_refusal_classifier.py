@@ -117,6 +117,7 @@ def test_refusal_classifier_settings_are_checked(overrides, message):
     assert ok.refusal.classifier == "guard" and ok.refusal.judge.template == "chat"
 
 
+@pytest.mark.integration
 def test_a_bad_refusal_classifier_fails_before_torch_loads():
     code = (
         "import sys\nfrom safealign.cli import compose\nfrom safealign.settings import parse_eval\n"

@@ -235,6 +235,7 @@ def test_evaluate_refuses_a_run_it_cannot_write_before_evaluating(tmp_path, monk
     assert snapshot(run) == before
 
 
+@pytest.mark.integration
 def test_the_evaluate_recipe_says_so_in_one_line(tmp_path):
     from tests.runs import fake_run
 

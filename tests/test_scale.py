@@ -36,6 +36,7 @@ def test_two_processes_over_gloo_write_one_run(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [["+cluster=slurm"], ["+search=optuna"], ["+cluster=slurm", "+search=optuna"]])
+@pytest.mark.integration
 def test_cluster_and_search_configs_compose(extra):
     for what in ("job", "hydra"):
         result = subprocess.run([sys.executable, "recipes/dpo.py", *extra, "--cfg", what], cwd=REPO,

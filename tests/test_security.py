@@ -44,6 +44,7 @@ def test_shipped_configs_do_not_read_the_environment():
         assert "oc.env" not in path.read_text(), path
 
 
+@pytest.mark.integration
 def test_interpolation_in_data_is_never_resolved(tmp_path):
     row = make_row((0, 2), 0, 0, prompt="What is ${oc.env:HOME}?", responses=("${oc.env:PATH}", "No."))
     data = tmp_path / "data.jsonl"

@@ -90,6 +90,7 @@ def test_bf16_accepts_auto_and_false(value):
 # --- metric= ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_heldout_metric_is_accepted():
     assert check("metric=heldout.harmless.accuracy").metric == "heldout.harmless.accuracy"
     assert check("metric=eval.eval_loss").metric == "eval.eval_loss"
@@ -118,6 +119,7 @@ def test_heldout_metric_is_accepted():
         (["metric=eval"], r"metric=eval: expected eval\.NAME"),
     ],
 )  # fmt: skip
+@pytest.mark.integration
 def test_metric_is_checked_before_training(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         check(*overrides)
@@ -200,6 +202,7 @@ def test_missing_yaml_key_is_an_error_naming_it(path, message):
 HEAVY = ("torch", "transformers", "trl", "peft", "bitsandbytes")
 
 
+@pytest.mark.integration
 def test_parse_train_imports_no_torch():
     code = (
         "import sys; from safealign.cli import compose; from safealign.settings import parse_train; "

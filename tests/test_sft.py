@@ -74,6 +74,7 @@ def test_sft_rows_are_prompt_completion(template):
         assert row == {"prompt": "BEGINNING OF CONVERSATION: USER: How? ASSISTANT:", "completion": "Like this."}
 
 
+@pytest.mark.integration
 def test_sft_config_error_exits_before_torch(tmp_path):
     cmd = [sys.executable, "-X", "importtime", "recipes/sft.py", "+train.beta=1", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -159,6 +160,7 @@ def test_every_model_config_has_the_adapter_key():
 # --- SACPO presets -----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sacpo_presets_set_the_authors_values(tmp_path):
     from tests.runs import fake_run
 
@@ -181,6 +183,7 @@ def test_every_sacpo_value_says_where_it_comes_from(name):
     assert values and all("#" in line for line in values), [line for line in values if "#" not in line]
 
 
+@pytest.mark.integration
 def test_sacpo_preset_composes_from_the_command_line():
     cmd = [sys.executable, "recipes/dpo.py", "experiment=sacpo_safety", "model=tiny", "data=sample", "--cfg", "job"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -113,6 +113,7 @@ def rows(request: pytest.FixtureRequest, shipped, large) -> list[dict[str, Any]]
 # ------------------------------------------------------------------ row-level invariants
 
 
+@pytest.mark.integration
 def test_schema_keys_and_types(rows):
     for row in rows:
         assert list(row) == KEYS

@@ -47,6 +47,7 @@ def test_batched_ids_equal_trl_ids(tokenizer, tmp_path, template, extra):
                 trl_compat.prepare_dataset(dataset, tokenizer, a, "train"))  # fmt: skip
 
 
+@pytest.mark.integration
 def test_batched_ids_equal_trl_ids_on_the_shipped_sample(tokenizer, tmp_path):
     from safealign.data.paths import sample_path
 
@@ -57,6 +58,7 @@ def test_batched_ids_equal_trl_ids_on_the_shipped_sample(tokenizer, tmp_path):
                 trl_compat.prepare_dataset(dataset, tokenizer, a, "train"))  # fmt: skip
 
 
+@pytest.mark.integration
 def test_batched_ids_equal_trl_ids_on_the_real_sample(tokenizer, tmp_path, real_sample):
     pairs, _ = build_pairs(load_rows(real_sample).rows, "harmless")
     dataset = to_dataset(pairs, "alpaca", with_margin=False)

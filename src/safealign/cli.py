@@ -74,19 +74,17 @@ def compose(config_name: str = "dpo", overrides: Sequence[str] = (), conf_dir: s
 def _compose_choices(config_name: str, choices: tuple[str, ...], conf_dir: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import JobRuntime
-
-    if GlobalHydra.instance().is_initialized() and Path(conf_dir) == CONF_DIR:
-        # Inside a running recipe (recipes/iterate.py trains its tiny judges with the reward recipe's
-        # config): Hydra is already set up on this conf/, and cannot be initialised a second time.
-        return hydra_compose(config_name, overrides=list(choices))
 
     # Inside a running recipe (the evaluation composes the run's saved overrides), keep the
     # running job's name: Hydra's initialize would set it to its own, and the next job of a
     # sweep would then log to app.log instead of dpo.log.
     running = JobRuntime.instance().conf.get("name", "UNKNOWN_NAME")
     job_name = config_name if running == "UNKNOWN_NAME" else running
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a recipe's Hydra app, whose search path is conf/ already
+        return hydra_compose(config_name, overrides=list(choices))
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3", job_name=job_name):
         return hydra_compose(config_name, overrides=list(choices))
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from . import io
+from .jobs.merge import MERGE_FILE
 from .rundir import RunDir, sweep_runs
 from .settings import DIMENSIONS
 from .settings.judge_run import judge_kind
+from .settings.runs import is_sft_config
 from .summary import (
     RunSummary,
     configurations,
@@ -43,8 +45,16 @@ def read_run(run: RunDir) -> RunSummary:
     summary.judge = judge_kind(cfg)
     if summary.judge is not None:  # a judge run: its kind stands where a policy's objective does
         summary.objective = f"judge={summary.judge}"
+    merged = run.read_json(MERGE_FILE)
+    if summary.judge is not None:
+        summary.recipe = "reward"
+    elif isinstance(merged, dict) and isinstance(merged.get("runs"), list):  # its config's objective is a default
+        summary.objective = f"merge ({', '.join(dict.fromkeys(_objective_of(p) for p in merged['runs']))})"
+        summary.recipe = "merge"
+    elif isinstance(cfg, dict) and is_sft_config(cfg):  # SFT on the objective's chosen responses
+        summary.objective, summary.recipe = f"sft ({summary.objective})", "sft"
     try:
-        summary.overrides = _resolved_paths(run.overrides(), cfg)
+        summary.overrides = [o for o in _resolved_paths(run.overrides(), cfg) if override_key(o) not in HOW_STARTED]
     except Exception:
         summary.overrides = []
     train = cfg.get("train") if isinstance(cfg, dict) else None
@@ -62,6 +72,18 @@ def read_run(run: RunDir) -> RunSummary:
     summary.evaluation = evaluation if isinstance(evaluation, dict) and summary.status == "done" else None
     return summary
 
+
+def _objective_of(path: str) -> str:
+    """The objective a merged run's source run trained ('?' when its config cannot be read)."""
+    try:
+        cfg = RunDir(path).saved_config() or {}
+        return str((cfg.get("objective") or {}).get("name") or "?")
+    except Exception:
+        return "?"
+
+
+# Overrides that decide how a run started (resumed, overwritten), not what it is: never a column or a group.
+HOW_STARTED = ("train.resume", "train.overwrite", "overwrite")
 
 # Overrides that name a file or directory: given relative to wherever the command ran, so two runs with
 # the same text may read different things (and the same thing under different texts).
@@ -110,7 +132,12 @@ def table(summaries: Sequence[RunSummary]) -> Any:
             "run": run.name,
             "status": run.state,
             "objective": run.objective,
+            "recipe": run.recipe,
             "overrides": " ".join(run.varied),
+            # what `accuracy` compares: a policy's implicit reward, an SFT model's likelihood, a judge's score
+            "measure": (run.evaluation or {}).get("measure", "judge" if run.judge else "implicit_reward")
+            if run.evaluation
+            else None,
             "train_loss": run.train_loss,
             "train_seconds": run.train_seconds,
         }
@@ -167,6 +194,10 @@ def to_markdown(summaries: Sequence[RunSummary], df: Any) -> str:
         "(chosen − rejected)."
         + (" ref: the reference model alone, scoring responses by length-normalised log-likelihood." if reference
            else "")
+        + (" sft rows: an SFT run has no reference to measure an implicit reward against; its acc is the "
+           "length-normalised log-likelihood accuracy of the SFT model itself (eval.json `measure: likelihood`), "
+           "and its margin the mean per-token log-likelihood difference: not the same quantity as a DPO row's."
+           if any(r.recipe == "sft" for r in summaries) else "")
     )  # fmt: skip
     judges = judge_markdown(summaries)
     return f"{text}\n\n{legend}\n" + (f"\n{judges}" if judges else "")

@@ -29,6 +29,7 @@ on its own.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,7 @@ class Unit:
     seconds: float = 0.0
     numbers: dict[str, float] = field(default_factory=dict)
     runs: list[Path] = field(default_factory=list)  # compare: the runs it compares
+    needs: set[str] = field(default_factory=set)  # the earlier stages whose directories it reads
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str], str | None]:
@@ -169,9 +171,17 @@ def plan(cfg: DictConfig, passed: Sequence[str], root: Path) -> list[list[Unit]]
                     units.append(Unit(name, recipe, here / label, [*base, f"{key}={value}", *extra], label))
             else:
                 units.append(Unit(name, recipe, here, [*base, *extra]))
+        for unit in units:
+            unit.needs = {d for d in dirs if any(_refers(arg, _context["root"] / d) for arg in unit.argv)}
+            unit.needs |= {d for d, paths in dirs.items() if any(run in paths for run in unit.runs)}
         dirs[name] = [u.path for u in units]
         stages.append(units)
     return stages
+
+
+def _refers(arg: str, path: Path) -> bool:
+    """Whether an override names `path` or a directory under it (`model.adapter=ROOT/sft`, `runs=[ROOT/a,...]`)."""
+    return re.search(re.escape(str(path)) + r"(?=$|[/,\]'\"])", arg) is not None
 
 
 def record_of(unit: Unit) -> dict[str, Any] | None:
@@ -185,8 +195,9 @@ def changes(old: Sequence[str], new: Sequence[str]) -> str:
     return "; ".join(filter(None, [f"was {' '.join(gone)}" if gone else "", f"now {' '.join(added)}" if added else ""]))
 
 
-def decide(unit: Unit, overwrite: bool, dirty: bool) -> str:
-    """skip, run, or resume; raises PipelineError for a changed stage without `overwrite`."""
+def decide(unit: Unit, overwrite: bool, ran: set[str] | frozenset[str] = frozenset()) -> str:
+    """skip, run, or resume; raises PipelineError for a changed stage without `overwrite`. `ran`: the stages
+    this unit reads that ran (again) in this invocation, after which a finished unit is out of date."""
     record = record_of(unit)
     if record is None:
         return "run"
@@ -198,13 +209,16 @@ def decide(unit: Unit, overwrite: bool, dirty: bool) -> str:
                 "or choose another hydra.run.dir"
             )
         return "overwrite"
-    if record.get("status") == "done" and not dirty:
+    if record.get("status") == "done" and not ran:
         return "skip"
     if record.get("status") == "done":
+        if unit.recipe == "compare":  # a comparison is derived from its runs: compare them again
+            return "run"
         if not overwrite:
             raise PipelineError(
-                f"stage {unit.stage} ({unit.path}) is finished, but a stage before it ran again; pass "
-                "overwrite=true to run it again from the new inputs"
+                f"stage {unit.stage}{' ' + unit.label if unit.label else ''} ({unit.path}) is finished, but "
+                f"{', '.join(sorted(ran))}, which it reads, ran again; pass overwrite=true to run it again from the "
+                "new inputs"
             )
         return "overwrite"
     return "resume"
@@ -295,24 +309,25 @@ def run(argv: Sequence[str]) -> int:
     overwrite = bool(cfg.get("overwrite"))
     for units in stages:  # every refusal before any stage runs
         for unit in units:
-            decide(unit, overwrite, dirty=False)
+            decide(unit, overwrite)
     print(f"[pipeline] {cfg.pipeline.name}: {root}", flush=True)
-    dirty, failed = False, False
+    ran: set[str] = set()  # stages with a unit that ran in this invocation
+    failed, refused = False, False
     for units in stages:
         for unit in units:
             if failed:
                 unit.status = "not run"
                 continue
             try:
-                how = decide(unit, overwrite, dirty)
-            except PipelineError as err:  # a finished stage after one that ran again: its inputs changed
+                how = decide(unit, overwrite, unit.needs & ran)
+            except PipelineError as err:  # a finished stage after one it reads ran again: its inputs changed
                 print(f"safealign: error: {err}", file=sys.stderr)
-                unit.status, failed = "refused", True
+                unit.status, failed, refused = "refused", True, True
                 continue
             if how == "skip":
                 unit.status = "skipped (done)"
             else:
-                dirty = True
+                ran.add(unit.stage)
                 code = execute(unit, how)
                 unit.status = "done" if code == 0 else f"failed (exit {code})"
                 failed = code != 0
@@ -320,8 +335,9 @@ def run(argv: Sequence[str]) -> int:
     print(f"\n[pipeline] {cfg.pipeline.name} in {root}:\n{table(stages, root)}", flush=True)
     last = stages[-1][-1]
     if failed:
-        print("[pipeline] stopped: a stage failed (its log is in its directory); run the same command again to "
-              "resume", file=sys.stderr)  # fmt: skip
+        why = ("a stage was refused (the reason is above)" if refused else
+               "a stage failed (its log is in its directory); run the same command again to resume")  # fmt: skip
+        print(f"[pipeline] stopped: {why}", file=sys.stderr)
         return 1
     if last.recipe == "compare":
         print(f"[pipeline] comparison: {last.path / 'comparison.md'}")

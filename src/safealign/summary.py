@@ -41,6 +41,7 @@ class RunSummary:
     error: str | None = None
     objective: str | None = None  # a judge run's: judge=reward or judge=cost
     judge: str | None = None  # reward or cost for a judge run (recipes/reward.py), None for a policy
+    recipe: str = "dpo"  # what made the run: dpo, sft, merge or reward (`baseline=recipe=sft` picks by it)
     seed: Any = None  # train.seed
     overrides: list[str] = field(default_factory=list)
     varied: list[str] = field(default_factory=list)
@@ -92,7 +93,7 @@ class Configuration:
         return ", ".join([f"objective={self.objective}", *shown])
 
     def matches(self, wanted: Mapping[str, str]) -> bool:
-        values = {"objective": self.objective, **self.overrides}
+        values = {"objective": self.objective, "recipe": self.runs[0].recipe if self.runs else None, **self.overrides}
         return all(str(values.get(k)) == v for k, v in wanted.items())
 
 
@@ -125,7 +126,7 @@ def configurations(summaries: Sequence[RunSummary]) -> tuple[list[Configuration]
 
 
 def parse_baseline(baseline: str) -> dict[str, str]:
-    """`objective=helpful` or `'objective=harmless train.beta=0.1'` -> {key: value}."""
+    """`objective=helpful`, `recipe=sft` or `'objective=harmless train.beta=0.1'` -> {key: value}."""
     wanted = {}
     for part in str(baseline).split():
         key, sep, value = part.partition("=")
@@ -339,6 +340,12 @@ def summary_markdown(df: Any, varied: Sequence[str], baseline: str | None) -> st
         legend += (
             f" Δ: difference from the baseline ({baseline}) over the held-out pairs both hold, with a paired "
             "Newcombe (MOVER) interval (seeds paired by value when both ran the same seeds); * the CI excludes 0."
+        )
+    if any(str(o).startswith("sft (") for o in df["objective"]) if "objective" in df else False:
+        legend += (
+            " sft rows: the length-normalised log-likelihood accuracy of the SFT model (it has no reference for an "
+            "implicit reward); a Δ between an sft row and a DPO row compares each model's own measure of the same "
+            "pairs, not one quantity."
         )
     notes = list(getattr(df, "attrs", {}).get("notes") or [])
     if notes:

@@ -5,6 +5,11 @@ summed over the response tokens: a pair counts as right when r(chosen) > r(rejec
 tie counts 1/2. Margins of margin objectives are not part of r: this measures what the
 policy learnt, not the target it was pushed toward. The reference has no implicit reward;
 its baseline scores a response by its length-normalised log-likelihood under the reference.
+
+An SFT run (`measure="likelihood"`) was not trained against a reference, so its accuracy is
+the reference's measure applied to the policy: the length-normalised log-likelihood of the
+chosen response higher than the rejected one's. That puts the SFT row and its `reference`
+column (the base model) on one scale; it is not the same quantity as a DPO run's accuracy.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 from ..bootstrap import LEVEL, WILSON, bootstrap_mean_ci, mean_ci, rate_ci
 from ..settings import JudgeConfig
 from .dimensions import Dimension, EvalPair, Units
+
+MEASURES = ("implicit_reward", "likelihood")  # eval.json's `measure`: what a run's `accuracy` compares
 
 
 def _win(diff: float) -> float:
@@ -52,7 +59,10 @@ def _stats(items: Sequence[Scored]) -> dict[str, Any]:
     }
 
 
-def _scored_pairs(dim: Dimension, scores: Mapping[int, Any], beta: float) -> list[tuple[EvalPair, Scored]]:
+def _scored_pairs(
+    dim: Dimension, scores: Mapping[int, Any], beta: float, measure: str = "implicit_reward"
+) -> list[tuple[EvalPair, Scored]]:
+    """Each pair's two scores by `measure` (`MEASURES`), beside the reference's likelihood difference."""
     scored: list[tuple[EvalPair, Scored]] = []
     for p in dim.pairs:
         if p.unit not in scores:  # TRL drops units whose prompt alone fills max_length
@@ -60,14 +70,12 @@ def _scored_pairs(dim: Dimension, scores: Mapping[int, Any], beta: float) -> lis
         policy, reference, tokens = scores[p.unit]
         c, r = p.chosen_side, 1 - p.chosen_side
         normalised = [reference[k] / max(tokens[k], 1) for k in (0, 1)]
-        scored.append(
-            (
-                p,
-                Scored(
-                    beta * (policy[c] - reference[c]), beta * (policy[r] - reference[r]), normalised[c] - normalised[r]
-                ),
-            )
-        )
+        if measure == "likelihood":
+            own = [policy[k] / max(tokens[k], 1) for k in (0, 1)]
+            scored.append((p, Scored(own[c], own[r], normalised[c] - normalised[r])))
+        else:
+            rewards = [beta * (policy[k] - reference[k]) for k in (0, 1)]
+            scored.append((p, Scored(rewards[c], rewards[r], normalised[c] - normalised[r])))
     return scored
 
 
@@ -76,13 +84,19 @@ def _finite(value: float) -> float | None:
 
 
 def dimension_metrics(
-    dim: Dimension, scores: Mapping[int, Any], beta: float, bootstrap: int, seed: int
+    dim: Dimension, scores: Mapping[int, Any], beta: float, bootstrap: int, seed: int, measure: str = "implicit_reward"
 ) -> dict[str, Any]:
     """Accuracy with its 95% Wilson score interval over the pairs (ties count 1/2 in k; docs/evaluation.md,
     "Confidence intervals"), mean margin and the reference baseline, overall and by harm category
     and rejected level. `bootstrap` and `seed` (eval.bootstrap, eval.seed) no longer change the
-    interval: nothing is resampled."""
-    return scored_metrics(dim, _scored_pairs(dim, scores, beta))
+    interval: nothing is resampled. `measure`: see the module docstring; an SFT run's likelihood
+    accuracy also gets `implicit_reward_vs_start`, the accuracy of log(π/π_start), π_start the model the SFT
+    started from (the base model, or model.adapter's): which response SFT raised more."""
+    out = scored_metrics(dim, _scored_pairs(dim, scores, beta, measure))
+    if measure == "likelihood":
+        implicit = scored_metrics(dim, _scored_pairs(dim, scores, 1.0))
+        out["implicit_reward_vs_start"] = {k: implicit[k] for k in ("accuracy", "ci_low", "ci_high", "margin", "ties")}
+    return out
 
 
 def scored_metrics(dim: Dimension, scored: Sequence[tuple[EvalPair, Scored]]) -> dict[str, Any]:
@@ -117,10 +131,12 @@ def pair_id(prompt: str, chosen: str, rejected: str) -> str:
     return hashlib.sha256("\x1f".join((prompt, chosen, rejected)).encode("utf-8")).hexdigest()[:16]
 
 
-def pair_outcomes(dim: Dimension, scores: Mapping[int, Any], beta: float, units: Units) -> dict[str, list[Any]]:
+def pair_outcomes(
+    dim: Dimension, scores: Mapping[int, Any], beta: float, units: Units, measure: str = "implicit_reward"
+) -> dict[str, list[Any]]:
     """Each scored pair's id and outcome (1 right, 0 wrong, 1/2 tie, None for NaN), in `eval_pairs.json`
     for paired intervals across runs (`recipes/compare.py`)."""
-    return scored_outcomes(_scored_pairs(dim, scores, beta), units)
+    return scored_outcomes(_scored_pairs(dim, scores, beta, measure), units)
 
 
 def scored_outcomes(scored: Sequence[tuple[EvalPair, Scored]], units: Units) -> dict[str, list[Any]]:

@@ -3,6 +3,7 @@ and write `eval.json`; plus the console table of a report."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -59,6 +60,38 @@ def saved_settings(run: RunDir) -> TrainSettings:
     if isinstance(saved.get("train"), dict) and saved["train"].get("bf16") is True:
         saved["train"]["bf16"] = "auto"  # trained in bf16 elsewhere: evaluate with what this device has
     return parse_train(OmegaConf.create(saved))
+
+
+# The keys of an SFT run's `train` group that its held-out scoring shares with training (the rest of the
+# scoring's DPOConfig, which only tokenizes and batches, is conf/train/default.yaml's).
+SFT_SCORING_KEYS = ("max_length", "per_device_eval_batch_size", "bf16", "fp16", "seed")
+
+
+def sft_settings(run: RunDir) -> TrainSettings:
+    """An SFT run's checked settings as its evaluation reads them (`measure: likelihood`).
+
+    The run's config (sft.yaml's groups, today's defaults for keys it lacks) is checked as an SFT
+    config; the evaluation then scores its held-out pairs the way a DPO run's are scored, with a
+    DPOConfig built from conf/train/default.yaml and the run's own max_length, batch size and
+    precision. Its reference is the model it started from, or the base model.
+    """
+    from omegaconf import OmegaConf
+
+    from ..cli import compose
+    from ..settings import parse_sft
+
+    saved = run.saved_config() or {}
+    overrides = [o for o in run.overrides() if not o.lstrip("+~").startswith("hydra")]
+    with contextlib.suppress(Exception):  # no conf/ beside the package, or overrides that no longer compose
+        saved = fill_missing(saved, OmegaConf.to_container(compose("sft", overrides), resolve=True))
+    saved.setdefault("eval", None)
+    parse_sft(OmegaConf.create({k: v for k, v in saved.items() if k != "eval"}))
+    dpo = OmegaConf.to_container(compose("dpo", []), resolve=True)
+    train = {**dpo["train"], **{k: saved["train"][k] for k in SFT_SCORING_KEYS if k in saved["train"]}}
+    if train.get("bf16") is True:
+        train["bf16"] = "auto"  # trained in bf16 elsewhere: evaluate with what this device has
+    plain = {**saved, "train": train, "eval": saved["eval"] or dpo["eval"]}
+    return parse_train(OmegaConf.create(plain))
 
 
 def reference_adapter(run: RunDir, start: str) -> str:
@@ -119,13 +152,8 @@ def load_run(run_dir: str | Path) -> TrainSettings:
             f"recipes/evaluate.py run_dir={run_dir} evaluates it as a judge, eval.judge.{judge_kind(saved)}.path="
             f"{run_dir} judges a policy with it"
         )
-    if isinstance(saved, dict) and is_sft_config(saved):
-        raise EvaluationError(
-            f"run_dir={run_dir}: that run is an SFT run (recipes/sft.py), which has no DPO β or reference to score "
-            f"the held-out pairs with; evaluate a DPO run, e.g. one of recipes/dpo.py model.adapter={run_dir}"
-        )
     try:
-        settings = saved_settings(run)
+        settings = sft_settings(run) if isinstance(saved, dict) and is_sft_config(saved) else saved_settings(run)
     except ConfigError as err:
         raise EvaluationError(f"run_dir={run_dir}: its config.yaml does not check: {err}") from err
     adapter = run / RunDir.ADAPTER
@@ -146,18 +174,21 @@ def preference_eval(
     ev: EvalSettings,
     run_pairs: Sequence[Pair] = (),
     trl_args: Any = None,
+    measure: str = "implicit_reward",
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
     """Held-out preference accuracy of the loaded policy on each of `ev.dimensions` (`dpo`: the run's
     DPOConfig), each dimension's per-pair outcomes (for `eval_pairs.json`), and TRL's eval metrics
     of `run_pairs` (the run's own test pairs) from the same scoring pass, with the DPOConfig that
-    training used (`trl_args`; MODPO trains with β/w), else the run's."""
+    training used (`trl_args`; MODPO trains with β/w), else the run's. `measure`: metrics.MEASURES."""
     dims, units = build_dimensions(rows.rows, filters, ev.dimensions, ev.max_pairs, ev.seed)
     located = [units.add(p.prompt, p.chosen, p.rejected) for p in run_pairs]
     tokenized = tokenize_units(units, template, models.tokenizer, dpo)
     batch_size = ev.batch_size or dpo.per_device_eval_batch_size
     scores = score_units(models, tokenized, dpo, batch_size)
-    metrics = {name: dimension_metrics(dim, scores, dpo.beta, ev.bootstrap, ev.seed) for name, dim in dims.items()}
-    outcomes = {name: pair_outcomes(dim, scores, dpo.beta, units) for name, dim in dims.items()}
+    metrics = {
+        name: dimension_metrics(dim, scores, dpo.beta, ev.bootstrap, ev.seed, measure) for name, dim in dims.items()
+    }
+    outcomes = {name: pair_outcomes(dim, scores, dpo.beta, units, measure) for name, dim in dims.items()}
     return metrics, outcomes, eval_metrics(run_pairs, located, scores, trl_args or dpo) if run_pairs else {}
 
 
@@ -227,6 +258,7 @@ def evaluate_run(
     """
     run = RunDir(run_dir)
     settings = load_run(run.path)
+    measure = "likelihood" if is_sft_config(run.saved_config() or {}) else "implicit_reward"
 
     from ..trainer import dpo_config
 
@@ -236,13 +268,15 @@ def evaluate_run(
     owned = models is None
     models = load_policy(run.path, settings) if models is None else models
     dimensions, pairs, trl_eval = preference_eval(
-        models, settings.template, dpo, rows, filters, ev, run_pairs, trl_args
+        models, settings.template, dpo, rows, filters, ev, run_pairs, trl_args, measure
     )
     report: dict[str, Any] = {
         "run_dir": str(run),
         "objective": settings.objective,
+        "recipe": "sft" if measure == "likelihood" else "dpo",
+        "measure": measure,
         "template": settings.template,
-        "beta": dpo.beta,
+        "beta": dpo.beta if measure == "implicit_reward" else None,
         "max_length": dpo.max_length,
         "truncation_mode": dpo.truncation_mode,
         "data": {"source": rows.source, "rows": len(rows.rows), "dropped": dict(rows.dropped)},
@@ -279,17 +313,28 @@ def _ci(d: Mapping[str, Any]) -> str:
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The console table of an eval.json report."""
+    source = f"{report['data']['source']}, {report['data']['rows']} rows"
+    if report.get("measure") == "likelihood":
+        head = (f"held-out preference accuracy of an SFT run ({source}; SFT on objective {report['objective']}'s "
+                "chosen responses). accuracy: length-normalised log-likelihood higher for chosen (ties 1/2; not a DPO "
+                "run's implicit-reward accuracy); reference: the same for the model it started from")  # fmt: skip
+    else:
+        head = (f"held-out preference accuracy ({source}; objective {report['objective']}, beta {report['beta']}). "
+                "accuracy: implicit reward β·log(π/π_ref) higher for chosen (ties 1/2); reference: length-normalised "
+                "reference log-likelihood")  # fmt: skip
     lines = [
-        f"held-out preference accuracy ({report['data']['source']}, {report['data']['rows']} rows; objective "
-        f"{report['objective']}, beta {report['beta']}). accuracy: implicit reward β·log(π/π_ref) higher for chosen "
-        "(ties 1/2); reference: length-normalised reference log-likelihood",
-        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'95% CI':>15} {'margin':>8} {'reference':>10}",
+        head,
+        f"  {'dimension':<16} {'pairs':>6} {'accuracy':>9} {'95% CI':>15} {'margin':>8} {'reference':>10}"
+        + (f" {'log(π/π_start)':>15}" if report.get("measure") == "likelihood" else ""),
     ]
     for name, d in report["dimensions"].items():
+        implicit = d.get("implicit_reward_vs_start")
         lines.append(
             f"  {name:<16} {d['pairs']:>6} {_fmt(d['accuracy']):>9} {_ci(d):>15} {_fmt(d['margin']):>8} "
-            f"{_fmt(d['reference_accuracy']):>10}"
+            f"{_fmt(d['reference_accuracy']):>10}" + (f" {_fmt(implicit['accuracy']):>15}" if implicit else "")
         )
+    if report.get("measure") == "likelihood":
+        lines.append("  log(π/π_start): the implicit-reward accuracy against the model the SFT started from")
     gen = report.get("generation")
     if gen:
         lines.append(

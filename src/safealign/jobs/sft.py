@@ -18,10 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import io
 from ..objectives import Pair
 from ..pairs import PairReport
 from ..rundir import RunDir, is_main_process
-from ..settings import SFTSettings, parse_sft
+from ..settings import SFTSettings, parse_eval, parse_sft
 from .training import Claimed, Pairs, count_too_long, load_pairs, log_done, train_run
 
 log = logging.getLogger("safealign")
@@ -31,6 +32,7 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
     """Train one SFT run into `run_dir`, with the run-directory rules of `jobs/dpo.py` (lock, claim,
     resume, overwrite, status); `callbacks` are extra `transformers.TrainerCallback`s."""
     settings = parse_sft(cfg)  # every value checked: nothing is loaded yet, torch included
+    ev = parse_eval(cfg.get("eval")) if cfg.get("eval") is not None else None
     run_dir, main = RunDir(run_dir), is_main_process()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with run_dir.lock(main):
@@ -42,8 +44,17 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
 
         check_launch(Launch.from_env(), cuda_capabilities()[2], settings.quant)  # before anything loads
         args = sft_config(settings.train, run_dir / RunDir.CHECKPOINTS)
-        metrics, _ = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
-                            build_trainer, callbacks)  # fmt: skip
+        metrics, trainer = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
+                                     build_trainer, callbacks)  # fmt: skip
+        if ev is not None and main:  # scored from the saved adapter: the trainer's model is let go first
+            from .dpo import drop_models
+            from .evaluate import after_training
+
+            drop_models(trainer)
+            heldout = after_training(run_dir.path, ev, args.world_size, trainer=trainer)
+            if heldout is not None:
+                metrics["heldout"] = heldout["dimensions"]
+                io.write_json(run_dir / RunDir.METRICS, metrics)
         if main:
             log_done(run_dir)
     return metrics

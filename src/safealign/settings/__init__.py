@@ -85,7 +85,7 @@ __all__ = [
 
 PEFT_METHODS = ("lora", "none")
 TRAIN_GROUPS = ("data", "objective", "template", "model", "quant", "peft", "train")
-SFT_TOP_LEVEL: tuple[str, ...] = ()  # sft.yaml has no `eval` group and no `metric`
+SFT_TOP_LEVEL: tuple[str, ...] = ("eval",)  # sft.yaml: the evaluation after training; no `metric`
 TOP_LEVEL = ("metric", "eval", "preset")  # dpo.yaml's keys beside the groups; a preset adds `preset`
 
 @dataclass
@@ -213,8 +213,12 @@ def parse_train(cfg: DictConfig) -> TrainSettings:
 
 
 def parse_sft(cfg: DictConfig) -> SFTSettings:
-    """Check the whole SFT config (`recipes/sft.py`: `train` keys are SFTConfig's), before anything loads."""
-    return _parse_training(cfg, "SFTConfig", SFT_TOP_LEVEL)
+    """Check the whole SFT config (`recipes/sft.py`: `train` keys are SFTConfig's), before anything loads;
+    its `eval` group too, where it has one (runs saved before SFT runs were evaluated have none)."""
+    s = _parse_training(cfg, "SFTConfig", SFT_TOP_LEVEL)
+    if cfg.get("eval") is not None:
+        parse_eval(cfg.get("eval"))
+    return s
 
 
 JUDGE_TOP_LEVEL = ("judge", "eval", "preset")  # reward.yaml's keys beside the groups

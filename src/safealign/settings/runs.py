@@ -75,11 +75,12 @@ def finished_lora_run(path: Any, key: str, what: str, sft: str = "", chained: bo
 
 def is_sft_config(saved: Mapping[str, Any]) -> bool:
     """Whether a run's saved config is an SFT run's (`recipes/sft.py`, conf/sft.yaml): its `train` group has
-    none of DPOConfig's own keys (β, precompute_ref, ...), and SFTConfig's own keys or no `eval` group."""
+    none of DPOConfig's own keys (β, precompute_ref, ...), and SFTConfig's own keys or no `metric` (dpo.yaml's
+    top-level key; SFT runs saved before they were evaluated have no `eval` group either)."""
     train = saved.get("train")
     if not isinstance(train, Mapping) or any(k in train for k in DPO_ONLY_KEYS):
         return False
-    return any(k in train for k in SFT_ONLY_KEYS) or "eval" not in saved
+    return any(k in train for k in SFT_ONLY_KEYS) or "metric" not in saved or "eval" not in saved
 
 
 def check_same_model(theirs: Mapping[str, Any], mine: Mapping[str, Any], key: str, path: str, other: str) -> None:
