@@ -102,6 +102,9 @@ def test_three_rounds_resume_after_a_kill_and_skip_when_done(tmp_path):
     assert [r["status"] for r in rows_again] == ["start", "done", "done", "done"]
 
 
+ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # the tiny Llama's linear layers
+
+
 def _prefix_rate(samples_file: Path) -> float:
     rows = io.read_jsonl(samples_file)
     scores = [s["reward"] for row in rows for s in row["samples"]]
@@ -120,7 +123,8 @@ def test_the_judged_rate_of_a_learnable_property_rises_over_rounds(tmp_path):
                               "iterate.max_new_tokens=2", "iterate.prompts.fresh=false",
                               "iterate.heldout_prompts=4", "eval.max_pairs=8",
                               "eval.generation.max_new_tokens=4", "quant=none",
-                              "train.learning_rate=3e-2", "train.num_train_epochs=6"])  # fmt: skip
+                              "train.learning_rate=3e-2", "train.num_train_epochs=6", "train.beta=0.02",
+                              f"peft.target_modules=[{ALL_LINEAR}]"])  # fmt: skip
     rows = iterate.run(cfg, tmp_path)
     assert [r["status"] for r in rows[1:]] == ["done"] * 3
     rates = [_prefix_rate(tmp_path / f"round_{r}" / "samples.jsonl") for r in (1, 2, 3)]
