@@ -162,3 +162,14 @@ def test_a_sweep_of_iterations_is_compared_by_its_final_rounds(tmp_path):
     fake_run(tmp_path / "2", adapter=False)  # a plain run in the same sweep stays itself
     runs = sweep_runs(tmp_path)
     assert [(run.name, run.path.name) for run in runs] == [("0", "round_2"), ("1", "round_2"), ("2", "2")]
+
+
+@pytest.mark.integration
+def test_reference_initial_keeps_the_starting_policy_as_every_rounds_reference(tmp_path):
+    from safealign.jobs import iterate
+
+    rows = iterate.run(compose("iterate", [*QUICK, "iterate.rounds=2", "iterate.reference=initial"]), tmp_path)
+    assert [r["status"] for r in rows[1:]] == ["done", "done"]
+    refs = [io.read_json(tmp_path / f"round_{r}" / "eval.json")["generation"]["reference"] for r in (1, 2)]
+    assert refs[0]["mean_cost"] == refs[1]["mean_cost"] and refs[0]["mean_reward"] == refs[1]["mean_reward"]
+    assert io.read_yaml(tmp_path / "round_2" / "config.yaml")["model"]["adapter"] is None
