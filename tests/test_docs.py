@@ -126,6 +126,11 @@ def _validator(recipe: str):
     from safealign.settings.judge import parse_judge
     from safealign.settings.runs import parse_merge
 
+    def iterate_parse(cfg):
+        from safealign.jobs.iterate import parse
+
+        return parse(cfg)
+
     return {
         "dpo": settings.parse_train,
         "sft": settings.parse_sft,
@@ -134,6 +139,7 @@ def _validator(recipe: str):
         "evaluate": lambda cfg: parse_eval(cfg.get("eval")),
         "judge": parse_judge,
         "merge": parse_merge,
+        "iterate": lambda cfg: iterate_parse(cfg),
     }.get(recipe)
 
 

@@ -128,7 +128,10 @@ def test_pairs_export_imports_no_torch(tmp_path):
     assert (tmp_path / "pairs.jsonl").is_file() and (tmp_path / "pair_report.json").is_file()
 
 
-@pytest.mark.parametrize("recipe", ["dpo", "sft", "pairs", "evaluate", "compare", "merge", "judge", "pipeline"])
+RECIPES = ["dpo", "sft", "pairs", "evaluate", "compare", "merge", "judge", "pipeline", "iterate"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.integration
 def test_help_and_a_config_typo_import_no_torch(recipe):
     help_code = (
@@ -142,7 +145,8 @@ def test_help_and_a_config_typo_import_no_torch(recipe):
     assert _modules_after(help_code) == []
     typo = {"dpo": "train.betta=0.1", "sft": "train.learning_ratee=1", "pairs": "objective=multilvel",
             "evaluate": "eval.max_pairz=1", "compare": "sweep_dirr=x", "merge": "combination_typ=cat",
-            "judge": "generation=x", "pipeline": "pipeline=modpoo"}[recipe]  # fmt: skip
+            "judge": "generation=x", "pipeline": "pipeline=modpoo",
+            "iterate": "iterate.rulee=lagrangian"}[recipe]  # fmt: skip
     extra = {"evaluate": ["run_dir=x"]}.get(recipe, [])
     out = subprocess.run([sys.executable, f"recipes/{recipe}.py", typo, *extra],
                          capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip

@@ -47,6 +47,10 @@ class NoHeldOutError(EvaluationError):
     """The run's data has no held-out split (and `eval.data` names none)."""
 
 
+class IterationError(SafealignError):
+    """A round of recipes/iterate.py with nothing to train on: the preference rule dropped every prompt's samples."""
+
+
 class Interrupted(SafealignError):
     """Training stopped on SIGTERM, Ctrl-C or SIGUSR2 after saving a checkpoint; `train.resume=auto` continues it.
 

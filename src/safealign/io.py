@@ -111,6 +111,11 @@ def read_json_or_none(path: str | Path) -> Any:
         return None
 
 
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The JSON value of each non-empty line of `path` (a file this package wrote with `write_jsonl`)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def read_yaml(path: str | Path) -> Any:
     """The YAML in `path` (plain data: no OmegaConf interpolation is resolved)."""
     import yaml

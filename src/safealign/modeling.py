@@ -276,3 +276,26 @@ def lora_config(peft_cfg: Any) -> Any:
     from trl import get_peft_config
 
     return get_peft_config(trl_model_config("", "none", peft_cfg))
+
+
+def load_adapter_weights(model: Any, adapter: str | Path) -> None:
+    """Set the PeftModel's trained ("default") LoRA adapter to the weights saved in `adapter` (a run or adapter
+    directory), leaving every other adapter, TRL's frozen "ref" copy included, as it is.
+
+    Why: `iterate.reference=initial` trains round r from round r-1's adapter while the DPO reference stays
+    the starting policy; TRL takes its reference from the model it is given (the "ref" copy of the starting
+    adapter, or the adapters disabled), so the trained adapter's starting weights are set afterwards.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from .settings import adapter_dir
+
+    path = adapter_dir(str(adapter)) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise SafealignError(f"{adapter}: no adapter_model.safetensors to start the trained adapter from")
+    result = set_peft_model_state_dict(model, load_file(str(path)), adapter_name="default")
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if unexpected:
+        raise SafealignError(f"{adapter}: its adapter does not match the trained one ({unexpected[0]}, ...); the "
+                             "rounds of one iteration must share the peft settings")  # fmt: skip

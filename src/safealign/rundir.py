@@ -391,6 +391,29 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+class JobRun(RunDir):
+    """A run directory named as the sweep job it belongs to (an iteration's final round stands for its job)."""
+
+    def __init__(self, path: str | Path, job: str) -> None:
+        super().__init__(path)
+        self.job = job
+
+    @property
+    def name(self) -> str:
+        return self.job
+
+
+def final_round(job_dir: Path) -> RunDir | None:
+    """The last round (`round_N`) of a `recipes/iterate.py` job directory, named as the job; None for a run.
+
+    Why: a sweep of iterations is compared by its final rounds, each a run directory like any other.
+    """
+    if (job_dir / RunDir.CONFIG).is_file() or (job_dir / RunDir.STATUS).is_file():
+        return None
+    rounds = [p for p in job_dir.glob("round_*") if p.is_dir() and p.name[6:].isdigit()]
+    return JobRun(max(rounds, key=lambda p: int(p.name[6:])), job_dir.name) if rounds else None
+
+
 def sweep_runs(sweep_dir: str | Path) -> list[RunDir]:
     """The numbered run directories (`0`, `1`, ...) of a Hydra multirun directory, in number order.
 
@@ -404,7 +427,7 @@ def sweep_runs(sweep_dir: str | Path) -> list[RunDir]:
         )
     found = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     if found:
-        return [RunDir(p) for p in found]
+        return [final_round(p) or RunDir(p) for p in found]
     if (sweep_dir / RunDir.CONFIG).is_file() or (sweep_dir / RunDir.STATUS).is_file():
         raise SweepError(
             f"sweep_dir={sweep_dir}: this is a single run directory, not a sweep; pass the sweep "

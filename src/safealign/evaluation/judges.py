@@ -219,6 +219,39 @@ def guard_verdicts(
     return [(parse_verdict(t), t) for t in raw]
 
 
+CALLABLE_JUDGE = "py:"  # eval.judge.ROLE.path=py:MODULE:FUNCTION, a function (prompt, response) -> score
+
+
+def callable_judge(path: str, key: str) -> Any:
+    """The Python function a `py:MODULE:FUNCTION` judge path names.
+
+    Why: a rule-based judge (a regex, a keyword list, or the deterministic judge of the iterate
+    learning test) scores without a model, so a loop can be checked where its outcome is known.
+    """
+    import importlib
+
+    module, _, name = path[len(CALLABLE_JUDGE) :].partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name) if module and name else None
+    except (ImportError, AttributeError) as err:
+        raise EvaluationError(f"{key}={path}: cannot import it ({err})") from err
+    if not callable(fn):
+        raise EvaluationError(f"{key}={path}: expected py:MODULE:FUNCTION naming a function "
+                              "(prompt, response) -> score")
+    return fn
+
+
+def space_reward(prompt: str, response: str) -> float:
+    """1.0 when the response starts with a space, else 0.0: the learning test's judge.
+
+    Why this property: about half of a random tiny policy's first tokens open with a space, so most
+    prompts' samples differ (pairs exist), and DPO on short responses moves the first token's
+    distribution towards the chosen ones within a few steps. `iterate.judges.reward=
+    py:safealign.evaluation.judges:space_reward`.
+    """
+    return 1.0 if response.startswith(" ") else 0.0
+
+
 def _unsafe(score: float, cfg: ScorerConfig) -> bool | None:
     if cfg.unsafe_above is None and cfg.unsafe_below is None:
         return None
@@ -239,13 +272,15 @@ def judge_responses(judge: JudgeConfig, prompts: Sequence[str], responses: Seque
         cfg: ScorerConfig = getattr(judge, role)
         if not cfg.path:
             continue
-        tokenizer, model = _load_judge("classifier", role, cfg, judge)
-        texts = [cfg.template.format(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
-        for rec, score in zip(
-            records,
-            classifier_scores(tokenizer, model, texts, judge.batch_size, judge.max_length, cfg.append_eos),
-            strict=True,
-        ):
+        if cfg.path.startswith(CALLABLE_JUDGE):
+            fn = callable_judge(cfg.path, f"eval.judge.{role}.path")
+            scores = [float(fn(p, r)) for p, r in zip(prompts, responses, strict=True)]
+            model = None
+        else:
+            tokenizer, model = _load_judge("classifier", role, cfg, judge)
+            texts = [cfg.template.format(prompt=p, response=r) for p, r in zip(prompts, responses, strict=True)]
+            scores = classifier_scores(tokenizer, model, texts, judge.batch_size, judge.max_length, cfg.append_eos)
+        for rec, score in zip(records, scores, strict=True):
             rec[role] = score
             rec[f"{role}_unsafe"] = _unsafe(score, cfg)
         del model

@@ -25,8 +25,16 @@ from .training import Claimed, Pairs, count_too_long, load_pairs, log_done, log_
 log = logging.getLogger("safealign")
 
 
-def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+def run(
+    cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = (), pairs: Pairs | None = None,
+    start_from: Path | None = None,
+) -> dict[str, Any]:
     """Train one run into `run_dir`; `callbacks` are extra `transformers.TrainerCallback`s (e.g. timers).
+
+    `pairs`: the train pairs to use instead of the objective's (recipes/iterate.py's judged pairs; the
+    held-out pairs still come from the data). `start_from`: an adapter directory whose weights the
+    trained adapter starts from, while the reference stays `model.adapter` (or the base model):
+    `iterate.reference=initial`.
 
     Nothing of a previous run in `run_dir` is touched until everything that can be checked
     before training has been: settings, the directory's state, TRL's own DPOConfig checks,
@@ -37,7 +45,7 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with run_dir.lock(main):  # one process at a time in a run directory
         checkpoint, clear = run_dir.claim(resolved, settings.run.resume, settings.run.overwrite, main)
-        pairs = load_pairs(settings)  # before torch is imported: a data error answers in a second or two
+        pairs = load_pairs(settings) if pairs is None else pairs  # before torch: a data error answers at once
 
         from ..evaluation.trl_metrics import reproducible
         from ..trackers import eval_metrics, log_metrics
@@ -55,7 +63,8 @@ def run(cfg: DictConfig, run_dir: str | Path, callbacks: Sequence[Any] = ()) -> 
         no_reference = settings.peft.method == "none" and args.precompute_ref_log_probs
         once = main and settings.eval.after_train and args.world_size == 1 and reproducible(args) and not no_reference
         metrics, trainer = train_run(Claimed(cfg, resolved, run_dir, checkpoint, clear, main), settings, pairs, args,
-                                     functools.partial(build_trainer, evaluate_once=once), callbacks,
+                                     functools.partial(build_trainer, evaluate_once=once, start_from=start_from),
+                                     callbacks,
                                      evaluate=not once)  # fmt: skip
 
         if main:
@@ -85,7 +94,8 @@ def run_for_sweeper(cfg: DictConfig, run_dir: str | Path) -> float | None:
 
 
 def build_trainer(
-    s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any], main: bool = True, evaluate_once: bool = False
+    s: TrainSettings, args: Any, pairs: Pairs, callbacks: Sequence[Any], main: bool = True, evaluate_once: bool = False,
+    start_from: Path | None = None,
 ) -> Any:
     """The tokenizer (the template checked against it), the model, and TRL's DPOTrainer with margins.
 
@@ -125,6 +135,10 @@ def build_trainer(
         ref_cache_dir=cache_dir() / "ref_logps",
         ref_identity=reference_identity(s.model),
     )
+    if start_from is not None:  # after TRL made (and precomputed) the reference: it stays `model.adapter`'s
+        from ..modeling import load_adapter_weights
+
+        load_adapter_weights(trainer.accelerator.unwrap_model(trainer.model), start_from)
     use_progress_log(trainer)
     if main:  # once, not once per rank
         log.info("objective=%s, train split\n%s", s.objective, pairs.train_report.table())
