@@ -21,8 +21,8 @@ Models: the shipped tiny Llama (0.6M parameters, Python overhead dominates), a r
 initialised ~50M-parameter Llama built locally from a config (no download; the same tokenizer),
 and the tiny Llama loaded in 4 bit (bitsandbytes NF4) with `--nf4`.
 
-    python benchmarks/iterate_sampling.py [--repeats 3] [--prompts 32] [--k 4] [--max-new-tokens 32]
-        [--batch-size 16] [--models tiny,mid] [--nf4] [--out benchmarks/results/iterate_sampling.json]
+    python benchmarks/iterate_sampling.py [--repeats 5] [--prompts 16] [--k 4] [--max-new-tokens 16]
+        [--batch-size 16] [--models tiny,mid] [--nf4] [--threads 1] [--out benchmarks/results/iterate_sampling.json]
 """
 
 from __future__ import annotations
@@ -162,25 +162,30 @@ def bench(name: str, model_dir: Path, nf4: bool, ids: list[list[int]], a: Any) -
 
 
 def main() -> None:
-    p = common.parser(__doc__.split("\n")[0], repeats=3)
-    p.add_argument("--prompts", type=int, default=32, help="distinct prompts (default 32)")
+    p = common.parser(__doc__.split("\n")[0], repeats=5)
+    p.add_argument("--prompts", type=int, default=16, help="distinct prompts (default 16)")
     p.add_argument("--k", type=int, default=4, help="samples per prompt (default 4)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16, help="sequences (prompts x k) per generate call")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default="tiny,mid", help="comma-separated: tiny, mid (default both)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads, both sides (default 1: on a shared 2-core machine two OpenMP threads "
+                        "stall on each other whenever another process runs)")  # fmt: skip
     p.add_argument("--nf4", action="store_true", help="also the tiny model loaded in 4 bit (bitsandbytes NF4)")
     p.add_argument("--natural-length", dest="fixed_length", action="store_false",
                    help="let samples stop at a sampled EOS (default: exactly max_new_tokens each)")  # fmt: skip
     a = p.parse_args()
     common.quiet_libraries()
+    import torch
     from transformers import AutoTokenizer
 
     from safealign.evaluation.generation import _prompt_ids
     from safealign.templates import render_prompt
 
+    torch.set_num_threads(a.threads)
     started = time.perf_counter()
     tiny = common.tiny_model_dir()
     prompts, source = load_prompts(a.prompts)
@@ -208,7 +213,8 @@ def main() -> None:
               f"temperature {a.temperature}, top_p {a.top_p}.")  # fmt: skip
     params = {"prompts": len(prompts), "source": source, "k": a.k, "max_new_tokens": a.max_new_tokens,
               "batch_size": a.batch_size, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed,
-              "fixed_length": a.fixed_length, "template": "beaver", "device": "cpu"}  # fmt: skip
+              "fixed_length": a.fixed_length, "template": "beaver", "device": "cpu",
+              "threads": a.threads}  # fmt: skip
     common.finish("iterate_sampling", a, params, results, table, started)
 
 
