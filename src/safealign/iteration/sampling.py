@@ -2,7 +2,7 @@
 
 Thin over `model.generate` through `safealign.evaluation.generation.generate_batched` (left padding,
 the KV cache, the run's autocast), so sampling and evaluation share one code path. What this module
-adds is the shape of the work, chosen for speed (`benchmarks/iterate.py` measures it against a plain
+adds is the shape of the work, chosen for speed (`benchmarks/iterate_sampling.py` measures it against a plain
 batched `model.generate`):
 
 - **k per prompt with `num_return_sequences=k`.** transformers expands each prompt k times before
