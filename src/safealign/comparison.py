@@ -19,7 +19,7 @@ from .jobs.merge import MERGE_FILE
 from .rundir import RunDir, sweep_runs
 from .settings import DIMENSIONS
 from .settings.judge_run import judge_kind
-from .settings.runs import is_sft_config
+from .settings.runs import SFT_ONLY_KEYS, is_sft_config
 from .summary import (
     RunSummary,
     configurations,
@@ -51,8 +51,6 @@ def read_run(run: RunDir) -> RunSummary:
     elif isinstance(merged, dict) and isinstance(merged.get("runs"), list):  # its config's objective is a default
         summary.objective = f"merge ({', '.join(dict.fromkeys(_objective_of(p) for p in merged['runs']))})"
         summary.recipe = "merge"
-    elif isinstance(cfg, dict) and is_sft_config(cfg):  # SFT on the objective's chosen responses
-        summary.objective, summary.recipe = f"sft ({summary.objective})", "sft"
     try:
         summary.overrides = [o for o in _resolved_paths(run.overrides(), cfg) if override_key(o) not in HOW_STARTED]
     except Exception:
@@ -70,7 +68,19 @@ def read_run(run: RunDir) -> RunSummary:
     evaluation = run.read_json(RunDir.EVAL)
     # A failed or unfinished run's eval.json is a previous attempt's: its numbers are not this run's.
     summary.evaluation = evaluation if isinstance(evaluation, dict) and summary.status == "done" else None
+    if summary.recipe == "dpo" and _is_sft(cfg, evaluation):  # SFT on the objective's chosen responses
+        summary.objective, summary.recipe = f"sft ({summary.objective})", "sft"
     return summary
+
+
+def _is_sft(cfg: Any, evaluation: Any) -> bool:
+    """An SFT run: its evaluation says so (`measure: likelihood`), or its config has SFTConfig's own keys.
+    Not `settings.runs.is_sft_config` alone: a config with neither DPO's nor SFT's own keys (a run saved by
+    hand, or by a much older safealign) is a DPO run here, as it always was."""
+    if isinstance(evaluation, dict) and evaluation.get("measure") == "likelihood":
+        return True
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    return isinstance(train, dict) and is_sft_config(cfg) and any(k in train for k in SFT_ONLY_KEYS)
 
 
 def _objective_of(path: str) -> str:
